@@ -1,0 +1,40 @@
+"""The ``deeppose-fast`` command line. Thin: each sub-command lives in ``deeppose_fast.commands.<name>``
+and is imported only when it runs, so ``--help`` stays fast (TensorFlow and DALI load lazily)."""
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from deeppose_fast import __version__
+
+# sub-command -> (module, one-line help shown by --help without importing the module)
+COMMANDS = {
+    "prepare": ("deeppose_fast.commands.prepare", "Prepare a data set: parse, split, pack into shards."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(COMMANDS[name][0])
+        return module.command
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="deeppose-fast")
+def main():
+    """DeepPose stage 1, fast: data preparation, training, evaluation, prediction and benchmarks."""
+
+
+if __name__ == "__main__":
+    main()
