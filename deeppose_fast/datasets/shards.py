@@ -1,0 +1,397 @@
+"""The tar shard format of a prepared data set (see docs/ARCHITECTURE.md, "Shard format").
+
+A prepared data set is a folder::
+
+    manifest.json
+    train-00000.tar  train-00000.idx  train-00001.tar ...
+    test-00000.tar   test-00000.idx
+
+Each tar is in the webdataset layout, members grouped by key in key order, per person (K joints):
+
+- ``KEY.jpg``: JPEG bytes;
+- ``KEY.pose.npy``: float32 (K, 4) ``x, y, annotated, visible`` in the JPEG's continuous pixel frame,
+  ``x = y = 0`` where not annotated;
+- ``KEY.meta.npy``: float32 (8,) ``head_x1, head_y1, head_x2, head_y2, offset_x, offset_y,
+  person_index, image_id``.
+
+``KEY`` is the 8-digit running index of the person over the whole data set. Each ``.idx`` is DALI's
+webdataset index made by the ``wds2idx`` tool of the nvidia-dali wheel. A shard is written under a
+temporary name and renamed when complete; ``manifest.json`` is written last, so a folder without it is
+incomplete.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+import numpy as np
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+EXTENSIONS = ("jpg", "pose.npy", "meta.npy")
+META_FIELDS = ("head_x1", "head_y1", "head_x2", "head_y2", "offset_x", "offset_y", "person_index",
+               "image_id")
+POSE_FIELDS = ("x", "y", "annotated", "visible")
+DEFAULT_RECORDS_PER_SHARD = 1000
+_PREPARE_HINT = "run `deeppose-fast prepare ...` to (re)build it"
+
+
+class ShardError(Exception):
+    """A prepared data set folder is missing, incomplete or corrupt (the message names the path)."""
+
+
+class NotPreparedError(ShardError, FileNotFoundError):
+    """The folder or its manifest does not exist: the data set was not prepared, or not to the end."""
+
+
+class Record(NamedTuple):
+    """One person of a shard: ``key`` (int), ``jpeg`` (bytes), ``pose`` (K, 4) float32,
+    ``meta`` (8,) float32."""
+
+    key: int
+    jpeg: bytes
+    pose: np.ndarray
+    meta: np.ndarray
+
+
+def shard_name(split: str, index: int) -> str:
+    """``train-00003.tar`` for ``("train", 3)``."""
+    return f"{split}-{index:05d}.tar"
+
+
+def index_path(tar_path: str | os.PathLike) -> Path:
+    """The DALI index beside a shard: ``x/train-00003.idx`` for ``x/train-00003.tar``."""
+    return Path(tar_path).with_suffix(".idx")
+
+
+def make_index(tar_path: str | os.PathLike, idx_path: str | os.PathLike | None = None) -> Path:
+    """Write the DALI webdataset index of a tar with the ``wds2idx`` tool shipped in the nvidia-dali
+    wheel (its ``IndexCreator``, which lists the tar with GNU tar). Returns the index path."""
+    try:
+        from wds2idx import IndexCreator
+    except ImportError as e:  # pragma: no cover - the wheel is a hard dependency
+        raise ShardError("cannot import wds2idx: it ships with the nvidia-dali wheel; is it installed?") from e
+    tar_path = Path(tar_path)
+    idx_path = index_path(tar_path) if idx_path is None else Path(idx_path)
+    with IndexCreator(str(tar_path), str(idx_path), verbose=False) as creator:
+        creator.create_index()
+    return idx_path
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    info.mtime = 0  # fixed metadata: the same records give byte-identical shards
+    tar.addfile(info, io.BytesIO(data))
+
+
+class ShardWriter:
+    """Writes one split of a prepared data set as tar shards of ``records_per_shard`` people.
+
+    Use as a context manager::
+
+        with ShardWriter(out_dir, "train") as w:
+            w.write(key, jpeg, pose, meta)
+        w.shards  # [("train-00000.tar", 1000), ("train-00001.tar", 412)]
+
+    Each shard is written as a hidden temporary file, indexed with ``wds2idx`` and renamed to
+    ``{split}-{n:05d}.tar`` / ``.idx`` when complete. Entering removes a stale ``manifest.json`` from
+    ``out_dir`` (the folder is incomplete until the caller writes a new one with ``write_manifest``).
+    If the block raises (KeyboardInterrupt included), the temporary file and every shard this writer
+    completed are removed, so a half-written split never looks complete.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, split: str,
+                 records_per_shard: int = DEFAULT_RECORDS_PER_SHARD):
+        if not split or not split.isidentifier():
+            raise ValueError(f"split must be a plain name like 'train' or 'test', got {split!r}")
+        if records_per_shard < 1:
+            raise ValueError(f"records_per_shard must be >= 1, got {records_per_shard}")
+        self.out_dir = Path(out_dir)
+        self.split = split
+        self.records_per_shard = int(records_per_shard)
+        self.shards: list[tuple[str, int]] = []
+        self.count = 0
+        self._tar: tarfile.TarFile | None = None
+        self._tmp: Path | None = None
+        self._in_shard = 0
+        self._last_key = -1
+        self._num_joints: int | None = None
+        self._closed = False
+
+    # context manager -------------------------------------------------------------------------
+    def __enter__(self) -> "ShardWriter":
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / MANIFEST).unlink(missing_ok=True)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+    # writing ---------------------------------------------------------------------------------
+    def write(self, key: int, jpeg: bytes, pose: np.ndarray, meta: np.ndarray) -> None:
+        """Append one person.
+
+        Args:
+            key: running person index over the whole data set; strictly increasing within a writer.
+            jpeg: the JPEG bytes of the person's region.
+            pose: (K, 4) ``x, y, annotated, visible``, finite (0 where not annotated).
+            meta: (8,) see ``META_FIELDS`` (head box may be NaN).
+        """
+        if self._closed:
+            raise ShardError(f"ShardWriter for {self.out_dir}/{self.split} is already closed")
+        key = int(key)
+        if not 0 <= key < 10 ** 8:
+            raise ValueError(f"key must be in [0, 1e8) (8 digits), got {key}")
+        if key <= self._last_key:
+            raise ValueError(f"keys must be strictly increasing within a split: {key} after {self._last_key}")
+        if not isinstance(jpeg, (bytes, bytearray, memoryview)) or bytes(jpeg[:2]) != b"\xff\xd8":
+            raise ValueError(f"record {key}: jpeg must be JPEG bytes (starting with FF D8)")
+        pose = np.asarray(pose)
+        if pose.ndim != 2 or pose.shape[1] != 4:
+            raise ValueError(f"record {key}: pose must have shape (K, 4), got {pose.shape}")
+        if self._num_joints is None:
+            self._num_joints = pose.shape[0]
+        elif pose.shape[0] != self._num_joints:
+            raise ValueError(f"record {key}: pose has {pose.shape[0]} joints, earlier records {self._num_joints}")
+        pose = pose.astype(np.float32)
+        if not np.isfinite(pose).all():
+            raise ValueError(f"record {key}: pose must be finite (write x = y = 0 where not annotated)")
+        meta = np.asarray(meta, dtype=np.float32)
+        if meta.shape != (len(META_FIELDS),):
+            raise ValueError(f"record {key}: meta must have shape ({len(META_FIELDS)},), got {meta.shape}")
+
+        if self._tar is None:
+            self._open_shard()
+        name = f"{key:08d}"
+        _add_member(self._tar, f"{name}.jpg", bytes(jpeg))
+        _add_member(self._tar, f"{name}.pose.npy", _npy_bytes(pose))
+        _add_member(self._tar, f"{name}.meta.npy", _npy_bytes(meta))
+        self._last_key = key
+        self._in_shard += 1
+        self.count += 1
+        if self._in_shard == self.records_per_shard:
+            self._finish_shard()
+
+    def close(self) -> list[tuple[str, int]]:
+        """Finish the last shard. Returns ``[(shard name, record count), ...]``."""
+        if not self._closed:
+            if self._tar is not None:
+                self._finish_shard()
+            self._closed = True
+        return list(self.shards)
+
+    def summary(self) -> dict:
+        """The manifest entry of this split: ``{"count": N, "shards": [names]}``."""
+        return {"count": self.count, "shards": [name for name, _ in self.shards]}
+
+    def abort(self) -> None:
+        """Remove the temporary shard and every shard this writer completed."""
+        if self._tar is not None:
+            try:
+                self._tar.close()
+            except Exception:  # the file is deleted next; a failure to flush it does not matter
+                pass
+            self._tar = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            index_path(self._tmp).unlink(missing_ok=True)
+        for name, _ in self.shards:
+            (self.out_dir / name).unlink(missing_ok=True)
+            index_path(self.out_dir / name).unlink(missing_ok=True)
+        self.shards = []
+        self.count = 0
+        self._closed = True
+
+    # internals -------------------------------------------------------------------------------
+    def _open_shard(self) -> None:
+        final = shard_name(self.split, len(self.shards))
+        # hidden name: neither a glob for "*.tar" nor DALI would take it for a finished shard
+        self._tmp = self.out_dir / f".{final}.{os.getpid()}.partial.tar"
+        self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)
+        self._in_shard = 0
+
+    def _finish_shard(self) -> None:
+        self._tar.close()
+        self._tar = None
+        final = self.out_dir / shard_name(self.split, len(self.shards))
+        tmp_idx = index_path(self._tmp)
+        make_index(self._tmp, tmp_idx)
+        os.replace(self._tmp, final)
+        os.replace(tmp_idx, index_path(final))
+        self._tmp = None
+        self.shards.append((final.name, self._in_shard))
+        self._in_shard = 0
+
+
+# manifest ------------------------------------------------------------------------------------
+def write_manifest(out_dir: str | os.PathLike, manifest: dict) -> Path:
+    """Write ``manifest.json`` atomically (temporary file + ``os.replace``). Call it last."""
+    out_dir = Path(out_dir)
+    if "splits" not in manifest:
+        raise ValueError("manifest needs a 'splits' entry: {split: {'count': N, 'shards': [...]}}")
+    manifest = {"format_version": FORMAT_VERSION, **manifest}
+    path = out_dir / MANIFEST
+    tmp = out_dir / f".{MANIFEST}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(manifest, f, indent=1, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_manifest(out_dir: str | os.PathLike) -> dict:
+    """Read and validate ``manifest.json``: every listed shard and its ``.idx`` must exist.
+
+    Raises ``NotPreparedError`` for a missing folder or manifest, ``ShardError`` for anything else
+    (each message names the path and says what is wrong).
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise NotPreparedError(f"{out_dir}: no such folder: the data set is not prepared; {_PREPARE_HINT}")
+    path = out_dir / MANIFEST
+    if not path.is_file():
+        raise NotPreparedError(f"{path} not found: the data set is not prepared or incomplete; {_PREPARE_HINT}")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ShardError(f"{path}: not valid JSON ({e}); {_PREPARE_HINT}") from None
+    if not isinstance(manifest, dict):
+        raise ShardError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ShardError(f"{path}: format_version {version!r}, this version reads {FORMAT_VERSION}; "
+                         f"{_PREPARE_HINT}")
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict):
+        raise ShardError(f"{path}: missing or malformed 'splits' entry")
+    for split, entry in splits.items():
+        if not isinstance(entry, dict) or "shards" not in entry or "count" not in entry:
+            raise ShardError(f"{path}: split {split!r} needs 'count' and 'shards'")
+        for name in entry["shards"]:
+            tar = out_dir / name
+            if not tar.is_file():
+                raise ShardError(f"{tar}: shard listed in {path} is missing; {_PREPARE_HINT}")
+            if not index_path(tar).is_file():
+                raise ShardError(f"{index_path(tar)}: DALI index of {name} is missing; {_PREPARE_HINT}")
+    return manifest
+
+
+def shard_paths(out_dir: str | os.PathLike, split: str) -> tuple[list[Path], list[Path]]:
+    """``(tar paths, idx paths)`` of a split, validated through ``read_manifest``."""
+    out_dir = Path(out_dir)
+    manifest = read_manifest(out_dir)
+    if split not in manifest["splits"]:
+        raise ShardError(f"{out_dir / MANIFEST}: no split {split!r} (has {sorted(manifest['splits'])})")
+    tars = [out_dir / name for name in manifest["splits"][split]["shards"]]
+    return tars, [index_path(t) for t in tars]
+
+
+# reading -------------------------------------------------------------------------------------
+def _index_count(idx: Path) -> int | None:
+    try:
+        with open(idx) as f:
+            head = f.readline().split()
+        return int(head[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _decode_npy(data: bytes, tar_path: Path, member: str) -> np.ndarray:
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, EOFError, OSError) as e:
+        raise ShardError(f"{tar_path}: member {member} is not a valid .npy ({e}); {_PREPARE_HINT}") from None
+
+
+def iter_shard(tar_path: str | os.PathLike) -> Iterator[Record]:
+    """Stream the records of one shard (tarfile, no random access), checking the layout.
+
+    If the shard's ``.idx`` is present, the record count must match it, which catches a tar cut at a
+    member boundary (a streaming reader would otherwise just see a shorter archive).
+    """
+    tar_path = Path(tar_path)
+    group: dict[str, bytes] = {}
+    key: str | None = None
+    count = 0
+
+    def finish() -> Record:
+        missing = [e for e in EXTENSIONS if e not in group]
+        if missing:
+            raise ShardError(f"{tar_path}: record {key} lacks {', '.join(missing)}; {_PREPARE_HINT}")
+        pose = _decode_npy(group["pose.npy"], tar_path, f"{key}.pose.npy")
+        meta = _decode_npy(group["meta.npy"], tar_path, f"{key}.meta.npy")
+        if pose.ndim != 2 or pose.shape[1] != 4 or meta.shape != (len(META_FIELDS),):
+            raise ShardError(f"{tar_path}: record {key} has pose {pose.shape} / meta {meta.shape}, "
+                             f"expected (K, 4) / ({len(META_FIELDS)},)")
+        return Record(int(key), group["jpg"], pose, meta)
+
+    try:
+        with tarfile.open(tar_path, "r|") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                base, _, ext = member.name.partition(".")
+                if not base.isdigit() or ext not in EXTENSIONS:
+                    raise ShardError(f"{tar_path}: unexpected member {member.name!r} "
+                                     f"(expected KEY.jpg, KEY.pose.npy, KEY.meta.npy)")
+                if base != key:
+                    if key is not None:
+                        yield finish()
+                        count += 1
+                    key, group = base, {}
+                if ext in group:
+                    raise ShardError(f"{tar_path}: member {member.name!r} appears twice")
+                data = tar.extractfile(member).read()
+                if len(data) != member.size:
+                    raise ShardError(f"{tar_path}: member {member.name!r} is truncated")
+                group[ext] = data
+            if key is not None:
+                yield finish()
+                count += 1
+    except FileNotFoundError:
+        raise ShardError(f"{tar_path}: shard not found; {_PREPARE_HINT}") from None
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise ShardError(f"{tar_path}: truncated or corrupt tar ({e}); {_PREPARE_HINT}") from None
+    expected = _index_count(index_path(tar_path))
+    if expected is not None and expected != count:
+        raise ShardError(f"{tar_path}: holds {count} records but its index {index_path(tar_path).name} "
+                         f"says {expected}: truncated or corrupt; {_PREPARE_HINT}")
+
+
+def iter_records(out_dir: str | os.PathLike, split: str) -> Iterator[Record]:
+    """Stream every record of a split, in shard order (= key order), after validating the manifest.
+
+    Yields ``Record(key, jpeg, pose (K, 4) float32, meta (8,) float32)``; checks the total against the
+    manifest's ``count``.
+    """
+    tars, _ = shard_paths(out_dir, split)
+    expected = read_manifest(out_dir)["splits"][split]["count"]
+    count = 0
+    for tar in tars:
+        for record in iter_shard(tar):
+            count += 1
+            yield record
+    if count != expected:
+        raise ShardError(f"{Path(out_dir) / MANIFEST}: split {split!r} lists {expected} records, "
+                         f"the shards hold {count}; {_PREPARE_HINT}")
