@@ -1,0 +1,187 @@
+"""Parsed pose data sets: ``read(name, root)`` returns the people of an official data set as arrays.
+
+Shapes: N people, K joints (14 for the LSP family, 16 for MPII and synthetic).
+
+Pixel convention (docs/ARCHITECTURE.md): every coordinate is a *continuous* pixel coordinate, the
+pixel in column i, row j (0-based) covering ``[i, i+1) x [j, j+1)`` with its centre at ``(i + 0.5,
+j + 0.5)``. LSP and MPII annotate 1-based MATLAB pixel indices, so the parsers subtract 0.5
+(``x = x_file - 0.5``); DALI uses the same convention, so nothing downstream adds a half-pixel shift.
+
+Names (``NAMES``):
+
+- ``lsp``: LSP alone, train = images 1..1000, test = 1001..2000 (in general the first ``N // 2``);
+- ``lspet``: LSP-extended alone, every person in train;
+- ``lsp-ext``: LSP + LSPET, the DTF split: train = LSPET 1..10000 + LSP 1..1000 (11000), test = LSP
+  1001..2000 (1000);
+- ``mpii``: MPII people from training images with all 16 joints annotated (19919 in the real data),
+  split per person by DTF's seed-1701 permutation (``split_mode="person"``: 17928 / 1991, one image
+  may land in both sets) or per image (``split_mode="image"``: 10 % of the images, no image in both);
+- ``synthetic``: the generated data set (MPII format, ``deeppose_fast.datasets.synthetic``): every
+  person with at least ``SYNTHETIC_MIN_JOINTS`` annotated joints (generated people may have joints
+  out of frame, which the generator leaves unannotated), split per image with a seeded 10 % test set.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from deeppose_fast.skeleton import Skeleton
+
+NAMES = ("lsp", "lspet", "lsp-ext", "mpii", "synthetic")
+SPLIT_MODES = ("person", "image")
+DTF_SEED = 1701
+TEST_FRACTION = 0.1
+SYNTHETIC_MIN_JOINTS = 8
+
+
+class DatasetError(ValueError):
+    """A data set file is missing, unreadable or malformed; the message names the file and the problem."""
+
+
+class DatasetWarning(UserWarning):
+    """Some people were skipped while parsing (the message says how many and why)."""
+
+
+@dataclass
+class PoseData:
+    """The people of a data set as arrays (N people, K joints).
+
+    Attributes:
+        image_paths: (N,) str, absolute paths of the source images.
+        image_ids: (N,) int64, index of the source image (unique per image within the data set).
+        joints: (N, K, 2) float32 continuous pixel coordinates, NaN where not annotated.
+        visible: (N, K) bool, False where not annotated (or where the data set gives no flag).
+        head_box: (N, 4) float32 ``x1, y1, x2, y2`` continuous pixels, NaN where the data set has none.
+        split: (N,) ``<U5`` ``"train"`` / ``"test"``.
+        skeleton: the joint layout (``deeppose_fast.skeleton``).
+        skipped: reason -> number of people left out while parsing.
+        name: the data set name (one of ``NAMES``).
+        rect_ids: (N,) int64, index of the person within its image (MPII ``annorect`` index; 0 for LSP).
+        annotation_files: the annotation files parsed (for checksums in the manifest).
+    """
+
+    image_paths: np.ndarray
+    image_ids: np.ndarray
+    joints: np.ndarray
+    visible: np.ndarray
+    head_box: np.ndarray
+    split: np.ndarray
+    skeleton: Skeleton
+    skipped: dict = field(default_factory=dict)
+    name: str = ""
+    rect_ids: np.ndarray | None = None
+    annotation_files: tuple = ()
+
+    def __post_init__(self):
+        n = len(self.image_paths)
+        k = self.skeleton.num_joints
+        self.image_paths = np.asarray(self.image_paths, dtype=str)
+        self.image_ids = np.asarray(self.image_ids, dtype=np.int64)
+        self.joints = np.asarray(self.joints, dtype=np.float32).reshape(n, k, 2)
+        self.visible = np.asarray(self.visible, dtype=bool).reshape(n, k)
+        self.head_box = np.asarray(self.head_box, dtype=np.float32).reshape(n, 4)
+        self.split = np.asarray(self.split, dtype="<U5")
+        self.rect_ids = (np.zeros(n, np.int64) if self.rect_ids is None
+                         else np.asarray(self.rect_ids, dtype=np.int64))
+        for attr in ("image_ids", "split", "rect_ids"):
+            if getattr(self, attr).shape != (n,):
+                raise ValueError(f"PoseData.{attr} has shape {getattr(self, attr).shape}, expected ({n},)")
+        bad = set(np.unique(self.split)) - {"train", "test"}
+        if bad:
+            raise ValueError(f"PoseData.split holds {sorted(bad)}; expected 'train' / 'test'")
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    @property
+    def annotated(self) -> np.ndarray:
+        """(N, K) bool: the joint has coordinates."""
+        return np.isfinite(self.joints).all(axis=-1)
+
+    def subset(self, index) -> "PoseData":
+        """The people selected by a boolean mask or an index array (same skeleton, same ``skipped``)."""
+        return PoseData(self.image_paths[index], self.image_ids[index], self.joints[index],
+                        self.visible[index], self.head_box[index], self.split[index], self.skeleton,
+                        dict(self.skipped), self.name, self.rect_ids[index], self.annotation_files)
+
+    def counts(self) -> dict:
+        """``{"train": n, "test": m}``."""
+        return {s: int((self.split == s).sum()) for s in ("train", "test")}
+
+
+def person_split(n: int, seed: int = DTF_SEED, test_fraction: float = TEST_FRACTION) -> np.ndarray:
+    """DTF's person-level split: ``np.random.seed(seed); perm = np.random.permutation(n)``; the people
+    ``perm[:int(test_fraction * n)]`` are test. Uses a private ``RandomState`` (same stream as the
+    global seed, without touching NumPy's global state). Returns (n,) ``<U5``."""
+    perm = np.random.RandomState(seed).permutation(n)
+    split = np.full(n, "train", dtype="<U5")
+    split[perm[:int(n * test_fraction)]] = "test"
+    return split
+
+
+def image_split(image_ids: np.ndarray, seed: int = DTF_SEED,
+                test_fraction: float = TEST_FRACTION) -> np.ndarray:
+    """An image-level split: the distinct images (sorted ids) are permuted with ``RandomState(seed)``
+    and the first ``int(test_fraction * M)`` are test, so no image has people in both sets.
+
+    Args:
+        image_ids: (N,) int, the source image of each person.
+    Returns:
+        (N,) ``<U5`` ``"train"`` / ``"test"``.
+    """
+    image_ids = np.asarray(image_ids)
+    unique = np.unique(image_ids)
+    perm = np.random.RandomState(seed).permutation(len(unique))
+    test_images = unique[perm[:int(len(unique) * test_fraction)]]
+    return np.where(np.isin(image_ids, test_images), "test", "train").astype("<U5")
+
+
+def warn_skipped(skipped: dict, where: str) -> None:
+    """One ``DatasetWarning`` per reason with a non-zero count."""
+    for reason, count in skipped.items():
+        if count:
+            warnings.warn(f"{where}: skipped {count} people: {reason}", DatasetWarning, stacklevel=3)
+
+
+def read(name: str, root: str | os.PathLike, *, split_mode: str = "person", seed: int = DTF_SEED) -> PoseData:
+    """Parse an official data set from its folder (the layout of the extracted official archives).
+
+    Args:
+        name: one of ``NAMES``.
+        root: the folder; for ``lsp-ext`` a folder holding both the LSP and the LSPET folders (found by
+            their ``joints.mat`` layouts), for ``mpii`` / ``synthetic`` a folder holding the ``.mat``
+            file and ``images/`` (at most two levels down).
+        split_mode: ``"person"`` (DTF) or ``"image"``; MPII only (LSP's split is fixed by image index,
+            ``synthetic`` always splits by image).
+        seed: the permutation seed of the MPII / synthetic splits (DTF: 1701).
+    Returns:
+        a ``PoseData``; people skipped while parsing are counted in ``skipped`` and warned about
+        (``DatasetWarning``).
+    Raises:
+        DatasetError: a missing or malformed file (the message names it), or a data set without people.
+    """
+    if name not in NAMES:
+        raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(NAMES)}")
+    if split_mode not in SPLIT_MODES:
+        raise ValueError(f"split_mode must be one of {SPLIT_MODES}, got {split_mode!r}")
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such folder (expected the {name} data set there)")
+    if name in ("lsp", "lspet", "lsp-ext"):
+        from deeppose_fast.datasets import lsp
+        if split_mode != "person":
+            raise ValueError(f"{name}: the LSP split is fixed by image index; split_mode must be 'person'")
+        data = lsp.read(name, root)
+    else:
+        from deeppose_fast.datasets import mpii
+        data = mpii.read(name, root, split_mode=split_mode, seed=seed)
+    if len(data) == 0:
+        files = ", ".join(str(f) for f in data.annotation_files) or str(root)
+        raise DatasetError(f"{files}: no usable people in the {name} data set "
+                           f"(skipped: {data.skipped or 'none'})")
+    warn_skipped(data.skipped, f"{name} ({', '.join(Path(f).name for f in data.annotation_files)})")
+    return data
