@@ -1,0 +1,67 @@
+// PoseCrop: the crop geometry of DeepPose training and evaluation as a DALI CPU operator.
+//
+// Per sample, from the joints (K, 4) `x, y, annotated, visible` (JPEG frame, continuous pixels), the
+// JPEG's shape (H, W[, C]) and seven random draws (ext_x, ext_y, shift_x, shift_y, flip, angle, scale),
+// it computes in one step:
+//   matrix   (2, 3) src->dst affine matrix for warp_affine(inverse_map=False), src relative to `anchor`;
+//   anchor   (2,)   x, y of the region to decode (integral values);
+//   shape    (2,)   w, h of the region to decode (integral values);
+//   targets  (K, 2) p_dst / S - 0.5 (0 where the weight is 0), left/right swapped on flipped samples;
+//   weights  (K,)   1 for annotated joints inside the S x S output, else 0;
+//   crop_box (4,)   x0, y0, w, h of the unrotated crop box, JPEG frame.
+// The rule is stated in deeppose_fast/codec.py, whose NumPy `crop_geometry` is the reference this
+// code mirrors operation by operation (double precision, same order), so both agree to float rounding.
+#ifndef DEEPPOSE_FAST_POSE_CROP_H_
+#define DEEPPOSE_FAST_POSE_CROP_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "dali/pipeline/operator/operator.h"
+
+namespace deeppose_fast {
+
+constexpr int kNumDraws = 7;
+constexpr double kMinAspect = 0.25;  // codec.MIN_ASPECT
+constexpr double kMinSide = 1.0;     // codec.MIN_SIDE
+constexpr int kRegionMargin = 1;     // codec.REGION_MARGIN
+constexpr double kBorderEps = 1e-3;  // codec.BORDER_EPS
+
+struct CropParams {
+  int size = 227;               // S
+  double shift = 0.1;           // largest shift, fraction of the crop size
+  std::vector<int> flip_perm;   // flipped = joints[flip_perm]; empty = identity
+};
+
+struct CropOutputs {
+  float *matrix;    // 6
+  float *anchor;    // 2
+  float *shape;     // 2
+  float *targets;   // 2K
+  float *weights;   // K
+  float *crop_box;  // 4
+};
+
+// One sample's geometry; pose is K x 4 row-major. Throws std::invalid_argument on bad input.
+void ComputeCropGeometry(const float *pose, int num_joints, int64_t height, int64_t width,
+                         const float *draws, const CropParams &params, const CropOutputs &out);
+
+template <typename Backend>
+class PoseCrop : public ::dali::Operator<Backend> {
+ public:
+  explicit PoseCrop(const ::dali::OpSpec &spec);
+  PoseCrop(const PoseCrop &) = delete;
+  PoseCrop &operator=(const PoseCrop &) = delete;
+  ~PoseCrop() override = default;
+
+ protected:
+  bool SetupImpl(std::vector<::dali::OutputDesc> &output_desc, const ::dali::Workspace &ws) override;
+  void RunImpl(::dali::Workspace &ws) override;
+
+ private:
+  CropParams params_;
+};
+
+}  // namespace deeppose_fast
+
+#endif  // DEEPPOSE_FAST_POSE_CROP_H_

@@ -1,0 +1,248 @@
+"""The crop geometry of DeepPose training and evaluation, in NumPy: the reference that the native DALI
+operator (``csrc/pose_crop``) reproduces, and the codec between crop-frame targets and image pixels.
+
+Legend: K joints, S the output side (``input_size``), N samples. All coordinates are continuous pixel
+coordinates (pixel ``i`` covers ``[i, i+1)``, centre ``i + 0.5``; see docs/ARCHITECTURE.md).
+
+One sample's geometry, from its joints (JPEG frame), the JPEG's size and seven random draws
+(``DRAW_FIELDS``):
+
+1. box: the tight box around the annotated joints (the whole image when none is annotated); a side
+   shorter than ``MIN_ASPECT`` times the other side (or than ``MIN_SIDE`` px) is widened to it about its
+   centre, so that a degenerate box (one joint, joints on a line) still gives a finite crop;
+2. extension: width times ``ext_x`` and height times ``ext_y`` about the box centre;
+3. shift: the centre moves by ``shift_x * min(shift * crop_w, (crop_w - box_w) / 2)`` (and likewise in
+   y), i.e. up to ``shift`` of the crop size but never so far that an annotated joint leaves the crop;
+4. clip to the image (no padding), keeping at least 1 px inside it: the crop box ``x0, y0, w, h``;
+5. the src->dst matrix maps the crop box onto ``[0, S] x [0, S]`` (anisotropic), then, if ``flip``,
+   ``x -> S - x``, then rotates by ``angle`` degrees and scales by ``scale`` about the crop centre
+   ``(S/2, S/2)`` (with the y axis pointing down, a positive angle turns the picture clockwise);
+6. the region to decode: the integer pixel box covering the source footprint of the output square plus a
+   1 px margin for bilinear interpolation, clipped to the image; the returned matrix takes coordinates
+   relative to the region's corner (the decoded slice), so ``warp_affine(slice, matrix)`` makes the crop;
+7. targets ``t = p_dst / S - 0.5`` and weights 1 for annotated joints inside ``[0, S]^2`` (0 otherwise,
+   and then the target is 0); on a flipped sample, targets and weights are permuted by the skeleton's
+   flip permutation so that label ``k`` is again the person's joint ``k``.
+
+Evaluation uses ``eval_draws(extension)``: no shift, flip, rotation or scale, so the matrix is a pure
+anisotropic scale and ``decode(targets, crop_box)`` maps outputs back to pixels exactly.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+DRAW_FIELDS = ("ext_x", "ext_y", "shift_x", "shift_y", "flip", "angle", "scale")
+NUM_DRAWS = len(DRAW_FIELDS)
+MIN_ASPECT = 0.25  # a box side is at least this fraction of the other side
+MIN_SIDE = 1.0  # px
+REGION_MARGIN = 1  # px around the footprint: bilinear sampling reads one neighbour beyond it
+BORDER_EPS = 1e-3  # px: a joint this close outside the output square still counts as inside
+
+
+class Geometry(NamedTuple):
+    """One sample's crop geometry (float32 arrays, like the operator's outputs).
+
+    Attributes:
+        matrix: (2, 3) src->dst affine matrix, src relative to the region's corner.
+        anchor: (2,) region corner ``x, y`` (integral values), JPEG frame.
+        shape: (2,) region size ``w, h`` (integral values).
+        targets: (K, 2) in [-0.5, 0.5] where weight is 1, else 0.
+        weights: (K,) 1.0 or 0.0.
+        crop_box: (4,) ``x0, y0, w, h`` of the (unrotated) crop box, JPEG frame.
+    """
+
+    matrix: np.ndarray
+    anchor: np.ndarray
+    shape: np.ndarray
+    targets: np.ndarray
+    weights: np.ndarray
+    crop_box: np.ndarray
+
+
+def eval_draws(extension: float) -> np.ndarray:
+    """(7,) float32 draws of the deterministic evaluation crop at a box extension."""
+    return np.array([extension, extension, 0.0, 0.0, 0.0, 0.0, 1.0], np.float32)
+
+
+def sample_draws(rng: np.random.Generator, n: int, *, ext_range=(1.5, 2.0), flip: bool = True,
+                 rotation: float = 0.0, scale_jitter: float = 0.0) -> np.ndarray:
+    """(n, 7) float32 random draws of the training recipe (the DALI pipeline draws the same laws).
+
+    ``ext_x, ext_y ~ U[ext_range]``, ``shift_x, shift_y ~ U[-1, 1]``, ``flip ~ Bernoulli(0.5)`` (0 when
+    ``flip`` is False), ``angle ~ U[-rotation, rotation]`` degrees, ``scale ~ U[1 - j, 1 + j]``.
+    """
+    lo, hi = ext_range
+    d = np.empty((n, NUM_DRAWS), np.float32)
+    d[:, 0:2] = rng.uniform(lo, hi, (n, 2))
+    d[:, 2:4] = rng.uniform(-1.0, 1.0, (n, 2))
+    d[:, 4] = (rng.random(n) < 0.5) if flip else 0.0
+    d[:, 5] = rng.uniform(-rotation, rotation, n) if rotation else 0.0
+    d[:, 6] = rng.uniform(1.0 - scale_jitter, 1.0 + scale_jitter, n) if scale_jitter else 1.0
+    return d
+
+
+def _clip_span(lo: float, hi: float, limit: float) -> tuple[float, float]:
+    """Clip ``[lo, hi]`` to ``[0, limit]`` keeping at least 1 px (limit >= 1)."""
+    lo = min(max(lo, 0.0), limit)
+    hi = min(max(hi, 0.0), limit)
+    if hi - lo < 1.0:
+        lo = min(lo, limit - 1.0)
+        hi = lo + 1.0
+    return lo, hi
+
+
+def crop_geometry(pose: np.ndarray, image_hw, draws: np.ndarray, *, size: int, shift: float = 0.1,
+                  flip_perm=None) -> Geometry:
+    """The geometry of one sample (the module docstring states the rule).
+
+    Args:
+        pose: (K, 4) ``x, y, annotated, visible`` in the JPEG's continuous pixel frame.
+        image_hw: ``(H, W)`` (or ``(H, W, C)``) of the decoded JPEG.
+        draws: (7,) see ``DRAW_FIELDS``.
+        size: S, the output side in pixels.
+        shift: the largest shift as a fraction of the crop size.
+        flip_perm: (K,) int, ``flipped = joints[flip_perm]``; required when ``draws[4]`` is set.
+    Returns:
+        a ``Geometry`` of float32 arrays.
+    """
+    pose = np.asarray(pose, np.float32)
+    draws = np.asarray(draws, np.float32)
+    if pose.ndim != 2 or pose.shape[1] != 4:
+        raise ValueError(f"pose must have shape (K, 4), got {pose.shape}")
+    if draws.shape != (NUM_DRAWS,):
+        raise ValueError(f"draws must have shape ({NUM_DRAWS},), got {draws.shape}")
+    H, W = int(image_hw[0]), int(image_hw[1])
+    if H < 1 or W < 1:
+        raise ValueError(f"image must be at least 1 x 1 px, got {H} x {W}")
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    S = float(size)
+    K = pose.shape[0]
+    ext_x, ext_y, sh_x, sh_y, flip_d, angle, scale = (float(v) for v in draws)
+    flipped = flip_d > 0.5
+    if flipped:
+        if flip_perm is None or len(flip_perm) != K:
+            raise ValueError(f"a flipped sample needs flip_perm of length {K}")
+        perm = np.asarray(flip_perm, np.int64)
+
+    # 1. box around the annotated joints (float64 throughout, in the operator's order of operations)
+    valid = pose[:, 2] > 0.5
+    if valid.any():
+        xs = pose[valid, 0].astype(np.float64)
+        ys = pose[valid, 1].astype(np.float64)
+        bx0, bx1, by0, by1 = float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max())
+    else:
+        bx0, bx1, by0, by1 = 0.0, float(W), 0.0, float(H)
+    cx, cy = 0.5 * (bx0 + bx1), 0.5 * (by0 + by1)
+    bw0, bh0 = bx1 - bx0, by1 - by0
+    bw = max(bw0, MIN_ASPECT * bh0, MIN_SIDE)
+    bh = max(bh0, MIN_ASPECT * bw0, MIN_SIDE)
+    # 2. extension, 3. bounded shift
+    cw, ch = bw * ext_x, bh * ext_y
+    cx += sh_x * max(min(shift * cw, 0.5 * (cw - bw)), 0.0)
+    cy += sh_y * max(min(shift * ch, 0.5 * (ch - bh)), 0.0)
+    # 4. clip
+    x0, x1 = _clip_span(cx - 0.5 * cw, cx + 0.5 * cw, float(W))
+    y0, y1 = _clip_span(cy - 0.5 * ch, cy + 0.5 * ch, float(H))
+    cw, ch = x1 - x0, y1 - y0
+
+    # 5. full-frame src->dst: p' = R s (F (A p) - c) + c, written out as a 2x3 matrix
+    sx, sy = S / cw, S / ch
+    a00, a02 = sx, -x0 * sx  # A: crop box -> [0, S]^2
+    a11, a12 = sy, -y0 * sy
+    if flipped:  # F: x -> S - x
+        a00, a02 = -a00, S - a02
+    rad = math.radians(angle)
+    c, s = math.cos(rad) * scale, math.sin(rad) * scale
+    h = 0.5 * S
+    # rows of R s (q - (h, h)) + (h, h), q = (a00 x + a02, a11 y + a12)
+    m = np.array([[c * a00, -s * a11, c * (a02 - h) - s * (a12 - h) + h],
+                  [s * a00, c * a11, s * (a02 - h) + c * (a12 - h) + h]], np.float64)
+
+    # 6. region: the footprint is the crop box itself, or with rotation/scale the bounding box of the
+    # output square's corners mapped back (scalar arithmetic, in the operator's order, so both agree)
+    if angle == 0.0 and scale == 1.0:
+        fx0, fx1, fy0, fy1 = x0, x1, y0, y1
+    else:
+        m00, m01, m02, m10, m11, m12 = (float(v) for v in m.ravel())
+        det = m00 * m11 - m01 * m10
+        fx0 = fy0 = math.inf
+        fx1 = fy1 = -math.inf
+        for u, v in ((0.0, 0.0), (S, 0.0), (0.0, S), (S, S)):
+            qx, qy = u - m02, v - m12
+            ux = (m11 * qx - m01 * qy) / det
+            uy = (m00 * qy - m10 * qx) / det
+            fx0, fx1, fy0, fy1 = min(fx0, ux), max(fx1, ux), min(fy0, uy), max(fy1, uy)
+    rx0 = min(max(math.floor(fx0) - REGION_MARGIN, 0), W - 1)
+    ry0 = min(max(math.floor(fy0) - REGION_MARGIN, 0), H - 1)
+    rx1 = max(min(math.ceil(fx1) + REGION_MARGIN, W), rx0 + 1)
+    ry1 = max(min(math.ceil(fy1) + REGION_MARGIN, H), ry0 + 1)
+    m_region = m.copy()
+    m_region[:, 2] = m[:, 0] * rx0 + m[:, 1] * ry0 + m[:, 2]
+
+    # 7. targets and weights
+    px = pose[:, 0].astype(np.float64)
+    py = pose[:, 1].astype(np.float64)
+    dx = m[0, 0] * px + m[0, 1] * py + m[0, 2]
+    dy = m[1, 0] * px + m[1, 1] * py + m[1, 2]
+    inside = (valid & (dx >= -BORDER_EPS) & (dx <= S + BORDER_EPS)
+              & (dy >= -BORDER_EPS) & (dy <= S + BORDER_EPS))
+    targets = np.where(inside[:, None], np.stack([dx / S - 0.5, dy / S - 0.5], axis=1), 0.0)
+    weights = inside.astype(np.float64)
+    if flipped:
+        targets, weights = targets[perm], weights[perm]
+    return Geometry(
+        matrix=m_region.astype(np.float32),
+        anchor=np.array([rx0, ry0], np.float32),
+        shape=np.array([rx1 - rx0, ry1 - ry0], np.float32),
+        targets=targets.astype(np.float32),
+        weights=weights.astype(np.float32),
+        crop_box=np.array([x0, y0, cw, ch], np.float32),
+    )
+
+
+def full_frame_matrix(geometry: Geometry) -> np.ndarray:
+    """(2, 3) src->dst matrix taking JPEG-frame coordinates (undoes the region offset)."""
+    m = geometry.matrix.astype(np.float64)
+    out = m.copy()
+    out[:, 2] = m[:, 2] - m[:, :2] @ geometry.anchor.astype(np.float64)
+    return out
+
+
+def apply_matrix(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(..., 2) points mapped by a (2, 3) affine matrix."""
+    p = np.asarray(points, np.float64)
+    m = np.asarray(matrix, np.float64)
+    return p @ m[:, :2].T + m[:, 2]
+
+
+def encode(joints: np.ndarray, crop_box: np.ndarray) -> np.ndarray:
+    """Targets of joints under an unrotated, unflipped crop: ``(p - xy) / wh - 0.5``.
+
+    Args:
+        joints: (..., K, 2) pixels; crop_box: (..., 4) ``x0, y0, w, h`` in the same frame.
+    Returns:
+        (..., K, 2) float64 targets (outside [-0.5, 0.5] for joints outside the crop).
+    """
+    joints = np.asarray(joints, np.float64)
+    box = np.asarray(crop_box, np.float64)[..., None, :]
+    return (joints - box[..., :2]) / box[..., 2:] - 0.5
+
+
+def decode(targets: np.ndarray, crop_box: np.ndarray) -> np.ndarray:
+    """Pixels of crop-frame targets: ``p = xy + (t + 0.5) * wh`` (the inverse of ``encode``).
+
+    Args:
+        targets: (..., K, 2) network outputs or targets; crop_box: (..., 4) ``x0, y0, w, h``.
+    Returns:
+        (..., K, 2) float64 pixels in the crop box's frame (source-image pixels for ``eval_batches``).
+    """
+    targets = np.asarray(targets, np.float64)
+    box = np.asarray(crop_box, np.float64)
+    if box.shape[-1] != 4:
+        raise ValueError(f"crop_box must end in 4 (x0, y0, w, h), got shape {box.shape}")
+    box = box[..., None, :]
+    return box[..., :2] + (targets + 0.5) * box[..., 2:]

@@ -1,0 +1,174 @@
+"""deeppose_fast.codec: the NumPy reference of the crop geometry, checked against the recipe's rules
+written out independently (boxes, extensions, flips and rotations computed by hand here)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from deeppose_fast import codec
+from deeppose_fast.skeleton import LSP
+
+S = 227
+PERM = LSP.flip_permutation
+
+
+def _pose(xy, annotated=None):
+    xy = np.asarray(xy, np.float32)
+    pose = np.zeros((len(xy), 4), np.float32)
+    pose[:, :2] = xy
+    pose[:, 2] = 1 if annotated is None else annotated
+    pose[:, 3] = pose[:, 2]
+    pose[pose[:, 2] == 0, :2] = 0  # the shard convention: x = y = 0 where not annotated
+    return pose
+
+
+def _random_pose(rng, k=14, h=480, w=640):
+    xy = np.stack([rng.uniform(0.3 * w, 0.7 * w, k), rng.uniform(0.2 * h, 0.8 * h, k)], 1)
+    return _pose(xy)
+
+
+def test_encode_decode_round_trip():
+    rng = np.random.default_rng(0)
+    joints = rng.uniform(-50, 500, (5, 14, 2))
+    box = np.concatenate([rng.uniform(0, 100, (5, 2)), rng.uniform(10, 300, (5, 2))], 1)
+    np.testing.assert_allclose(codec.decode(codec.encode(joints, box), box), joints, atol=1e-9)
+    # the box corners map to -0.5 and +0.5
+    t = codec.encode(np.stack([box[:, :2], box[:, :2] + box[:, 2:]], 1), box)
+    np.testing.assert_allclose(t[:, 0], -0.5)
+    np.testing.assert_allclose(t[:, 1], 0.5)
+
+
+def test_eval_crop_is_the_extended_joint_box():
+    pose = _pose([[100, 200], [300, 260], [180, 400]])
+    g = codec.crop_geometry(pose, (600, 800), codec.eval_draws(1.5), size=S)
+    # box 200 x 200 centred at (200, 300), extended 1.5x, inside the image
+    np.testing.assert_allclose(g.crop_box, [200 - 150, 300 - 150, 300, 300], atol=1e-4)
+    np.testing.assert_array_equal(g.weights, 1)
+    expected = (pose[:, :2] - [50, 150]) / 300 - 0.5
+    np.testing.assert_allclose(g.targets, expected, atol=1e-6)
+    np.testing.assert_allclose(codec.decode(g.targets, g.crop_box), pose[:, :2], atol=1e-3)
+    # pure anisotropic scale relative to the region corner, and the region is the box plus 1 px margin
+    np.testing.assert_array_equal(g.anchor, [49, 149])
+    np.testing.assert_array_equal(g.shape, [302, 302])
+    full = codec.full_frame_matrix(g)
+    np.testing.assert_allclose(codec.apply_matrix(full, [[50, 150], [350, 450]]), [[0, 0], [S, S]], atol=1e-3)
+
+
+def test_crop_is_clipped_to_the_image_without_padding():
+    pose = _pose([[5, 10], [60, 90]])
+    g = codec.crop_geometry(pose, (100, 70), codec.eval_draws(2.0), size=S)
+    x0, y0, w, h = g.crop_box
+    assert x0 == 0 and y0 == 0 and x0 + w == pytest.approx(70) and y0 + h == pytest.approx(100)
+    np.testing.assert_array_equal(g.anchor, [0, 0])
+    np.testing.assert_array_equal(g.shape, [70, 100])  # never beyond the image
+
+
+def test_shift_is_bounded_so_joints_stay_in_the_crop():
+    rng = np.random.default_rng(1)
+    for draws in codec.sample_draws(rng, 300, ext_range=(1.0, 2.0)):
+        pose = _random_pose(rng)
+        g = codec.crop_geometry(pose, (480, 640), draws, size=S, flip_perm=PERM)
+        assert g.weights.all(), draws
+        assert np.all(np.abs(g.targets) <= 0.5 + 1e-6)
+        # the shift never exceeds 10 % of the crop size
+        bx0, by0 = pose[:, :2].min(0)
+        bx1, by1 = pose[:, :2].max(0)
+        centre = g.crop_box[:2] + g.crop_box[2:] / 2
+        assert abs(centre[0] - (bx0 + bx1) / 2) <= 0.1 * g.crop_box[2] + 1e-3
+        assert abs(centre[1] - (by0 + by1) / 2) <= 0.1 * g.crop_box[3] + 1e-3
+
+
+def test_flip_mirrors_about_the_crop_centre_and_swaps_labels():
+    rng = np.random.default_rng(2)
+    pose = _random_pose(rng)
+    d = codec.sample_draws(rng, 1, ext_range=(1.3, 1.8))[0]
+    d[4] = 0
+    plain = codec.crop_geometry(pose, (480, 640), d, size=S, flip_perm=PERM)
+    d[4] = 1
+    flipped = codec.crop_geometry(pose, (480, 640), d, size=S, flip_perm=PERM)
+    np.testing.assert_array_equal(flipped.crop_box, plain.crop_box)
+    for k in range(14):  # label k of the flipped sample is the mirrored joint PERM[k]
+        j = PERM[k]
+        assert flipped.targets[k, 0] == pytest.approx(-plain.targets[j, 0], abs=1e-6)
+        assert flipped.targets[k, 1] == pytest.approx(plain.targets[j, 1], abs=1e-6)
+    # x -> S - x about the crop: the image's left edge of the crop lands on the right edge
+    full = codec.full_frame_matrix(flipped)
+    np.testing.assert_allclose(codec.apply_matrix(full, flipped.crop_box[:2]), [S, 0], atol=1e-3)
+
+
+def test_flip_needs_a_permutation():
+    with pytest.raises(ValueError, match="flip_perm"):
+        codec.crop_geometry(_pose([[1, 2], [3, 4]]), (10, 10), [1, 1, 0, 0, 1, 0, 1], size=S)
+
+
+def test_rotation_and_scale_turn_about_the_crop_centre():
+    pose = _pose([[100, 100], [300, 300]])
+    base = codec.crop_geometry(pose, (400, 400), codec.eval_draws(1.5), size=S)
+    d = codec.eval_draws(1.5)
+    d[5], d[6] = 30.0, 0.8
+    g = codec.crop_geometry(pose, (400, 400), d, size=S)
+    p0 = (base.targets + 0.5) * S - S / 2  # positions relative to the centre without rotation
+    a = math.radians(30)
+    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]]) * 0.8
+    np.testing.assert_allclose((g.targets + 0.5) * S - S / 2, p0 @ rot.T, atol=1e-3)
+    # the region covers the source footprint of all four output corners
+    inv = np.linalg.inv(np.vstack([codec.full_frame_matrix(g), [0, 0, 1]]))
+    corners = np.array([[0, 0, 1], [S, 0, 1], [0, S, 1], [S, S, 1]]) @ inv.T
+    lo, hi = g.anchor, g.anchor + g.shape
+    inside = np.clip(corners[:, :2], 0, [400, 400])
+    assert np.all(inside >= lo) and np.all(inside <= hi)
+
+
+def test_invalid_and_outside_joints_get_weight_and_target_zero():
+    pose = _pose([[100, 100], [200, 220], [0, 0], [150, 160]], annotated=[1, 1, 0, 1])
+    d = codec.eval_draws(1.0)
+    d[6] = 2.0  # zoom in 2x: the outer joints fall outside the output square
+    g = codec.crop_geometry(pose, (300, 300), d, size=S)
+    np.testing.assert_array_equal(g.weights, [0, 0, 0, 1])
+    np.testing.assert_array_equal(g.targets[:3], 0)
+
+
+def test_all_joints_invalid_crops_the_whole_image():
+    pose = _pose(np.zeros((16, 2)), annotated=np.zeros(16))
+    g = codec.crop_geometry(pose, (120, 90), codec.eval_draws(1.7), size=S)
+    np.testing.assert_allclose(g.crop_box, [0, 0, 90, 120])
+    np.testing.assert_array_equal(g.weights, 0)
+    np.testing.assert_array_equal(g.targets, 0)
+
+
+@pytest.mark.parametrize("xy", [[[50, 60]], [[50, 60], [50, 60]], [[10, 40], [90, 40]]])
+def test_degenerate_boxes_give_a_finite_crop(xy):
+    g = codec.crop_geometry(_pose(xy), (100, 120), codec.eval_draws(1.5), size=S)
+    assert np.isfinite(g.matrix).all() and np.isfinite(g.targets).all()
+    w, h = g.crop_box[2:]
+    assert w >= 1 and h >= 1 and min(w, h) >= 0.25 * max(w, h) - 1e-4
+    np.testing.assert_array_equal(g.weights, 1)
+
+
+def test_image_smaller_than_the_crop():
+    pose = _pose([[0.5, 0.5], [2.5, 1.5]])
+    g = codec.crop_geometry(pose, (2, 3), codec.eval_draws(2.0), size=S)
+    np.testing.assert_allclose(g.crop_box, [0, 0, 3, 2])
+    np.testing.assert_array_equal(g.anchor, [0, 0])
+    np.testing.assert_array_equal(g.shape, [3, 2])
+    np.testing.assert_allclose(codec.decode(g.targets, g.crop_box), pose[:, :2], atol=1e-4)
+
+
+def test_joints_on_the_image_border_are_inside():
+    pose = _pose([[0, 0], [64, 48], [32, 20]])
+    g = codec.crop_geometry(pose, (48, 64), codec.eval_draws(1.2), size=S)
+    np.testing.assert_array_equal(g.weights, 1)
+    np.testing.assert_allclose(g.targets[:2], [[-0.5, -0.5], [0.5, 0.5]], atol=1e-6)
+
+
+def test_sample_draws_follow_the_recipe_laws():
+    d = codec.sample_draws(np.random.default_rng(3), 4000, ext_range=(1.2, 1.6), rotation=10, scale_jitter=0.1)
+    assert d.shape == (4000, codec.NUM_DRAWS)
+    assert d[:, :2].min() >= 1.2 and d[:, :2].max() <= 1.6
+    assert np.abs(d[:, 2:4]).max() <= 1 and set(np.unique(d[:, 4])) == {0.0, 1.0}
+    assert 0.45 < d[:, 4].mean() < 0.55
+    assert np.abs(d[:, 5]).max() <= 10 and np.abs(d[:, 6] - 1).max() <= 0.1
+    plain = codec.sample_draws(np.random.default_rng(3), 10, flip=False)
+    assert (plain[:, 4] == 0).all() and (plain[:, 5] == 0).all() and (plain[:, 6] == 1).all()
