@@ -15,6 +15,7 @@ from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
+SKIP_NATIVE = os.environ.get("DEEPPOSE_FAST_SKIP_NATIVE") == "1"
 
 
 class CMakeExtension(Extension):
@@ -27,9 +28,6 @@ class CMakeExtension(Extension):
 
 class CMakeBuild(build_ext):
     def build_extension(self, ext: CMakeExtension) -> None:
-        if os.environ.get("DEEPPOSE_FAST_SKIP_NATIVE") == "1":
-            print("DEEPPOSE_FAST_SKIP_NATIVE=1: skipping the native operator build")
-            return
         build_dir = ROOT / "build" / "native"
         build_dir.mkdir(parents=True, exist_ok=True)
         out = Path(self.get_ext_fullpath(ext.name)).resolve()
@@ -64,7 +62,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["deeppose_fast", "deeppose_fast.*"]),
     install_requires=["numpy", "scipy", "numba", "opencv-python-headless", "click>=8.1", "tqdm"],
-    ext_modules=[CMakeExtension("deeppose_fast._native.pose_crop", target="pose_crop")],
+    ext_modules=[] if SKIP_NATIVE else [CMakeExtension("deeppose_fast._native.pose_crop", target="pose_crop")],
     cmdclass={"build_ext": CMakeBuild},
     entry_points={"console_scripts": ["deeppose-fast=deeppose_fast.cli:main"]},
     zip_safe=False,
