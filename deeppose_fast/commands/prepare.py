@@ -1,0 +1,81 @@
+"""``deeppose-fast prepare NAME``: parse an official data set (or generate the synthetic one), split it and
+pack it into tar shards with a manifest (see ``deeppose_fast.datasets.prepare``)."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import click
+
+from deeppose_fast.datasets import DTF_SEED, NAMES, SPLIT_MODES
+
+
+@click.command("prepare")
+@click.argument("name", type=click.Choice(NAMES))
+@click.option("--source", "sources", multiple=True, type=click.Path(path_type=Path),
+              help="The official layout: one folder, or the original archives (zip, tar.gz; repeat the "
+                   "option for several).")
+@click.option("--download", is_flag=True, help="Fetch the official archives (resumable) into OUT/downloads.")
+@click.option("--base-url", default=None, envvar="DEEPPOSE_FAST_DATA_URL",
+              help="Fetch the archives from this address instead of the official one (a mirror).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output folder [default: ./data/NAME].")
+@click.option("--split-mode", type=click.Choice(SPLIT_MODES), default="person", show_default=True,
+              help="MPII: split people (DTF, seed 1701) or whole images.")
+@click.option("--seed", type=int, default=DTF_SEED, show_default=True, help="Seed of the MPII / synthetic split.")
+@click.option("--records-per-shard", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--precrop/--no-precrop", default=True, show_default=True,
+              help="Store a region around each person re-encoded as JPEG, or the original image bytes.")
+@click.option("--jpeg-quality", type=click.IntRange(50, 100), default=95, show_default=True,
+              help="Quality of the re-encoded pre-crop.")
+@click.option("--ext-max", type=click.FloatRange(min=1.0), default=2.0, show_default=True,
+              help="Largest crop extension the pre-crop must allow.")
+@click.option("--max-rotation", type=click.FloatRange(0.0, 90.0), default=0.0, show_default=True,
+              help="Largest rotation (degrees) the pre-crop must allow.")
+@click.option("--preset", default="small", show_default=True,
+              help="synthetic: size preset of the generator (small, mpii: MPII's size).")
+@click.option("--size", "num_images", type=click.IntRange(min=1), default=None,
+              help="synthetic: number of images (overrides the preset).")
+@click.option("--generator-seed", type=int, default=0, show_default=True, help="synthetic: generator seed.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Threads decoding and encoding images.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def command(name, sources, download, base_url, out, split_mode, seed, records_per_shard, precrop, jpeg_quality,
+            ext_max, max_rotation, preset, num_images, generator_seed, workers, quiet):
+    """Prepare data set NAME (lsp, lspet, lsp-ext, mpii, synthetic) into shards + manifest.json.
+
+    \b
+    Examples:
+      deeppose-fast prepare synthetic --preset small
+      deeppose-fast prepare lsp-ext --source lsp_dataset_original.zip --source lspet_dataset.zip
+      deeppose-fast prepare mpii --download --out data/mpii
+    """
+    from deeppose_fast.datasets import DatasetError, DatasetWarning
+    from deeppose_fast.datasets.download import DownloadError
+    from deeppose_fast.datasets.prepare import PrecropRule, prepare
+    from deeppose_fast.datasets.shards import ShardError
+
+    out = out if out is not None else Path("data") / name
+    rule = PrecropRule(enabled=precrop, ext_max=ext_max, rotation=max_rotation, jpeg_quality=jpeg_quality)
+    default_show = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DatasetWarning):  # the skips, as plain lines, not Python warnings
+            click.echo(f"warning: {message}", err=True)
+        else:
+            default_show(message, category, filename, lineno, file, line)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", DatasetWarning)
+            warnings.showwarning = show
+            manifest = prepare(name, out, source=list(sources) or None, download=download, base_url=base_url,
+                               split_mode=split_mode, seed=seed, records_per_shard=records_per_shard,
+                               rule=rule, workers=workers, num_images=num_images, preset=preset,
+                               synthetic_seed=generator_seed, progress=not quiet)
+    except (DatasetError, DownloadError, ShardError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    splits = manifest["splits"]
+    click.echo(f"{name}: {splits['train']['count']} train, {splits['test']['count']} test people in "
+               f"{len(splits['train']['shards']) + len(splits['test']['shards'])} shards -> {Path(out).resolve()} "
+               f"({manifest['seconds']:.1f} s)")
