@@ -363,7 +363,9 @@ def write_synthetic(raw: Path, preset: str, num_images: int | None, seed: int, w
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        synthetic.generate(tmp, "mpii", preset, seed, num_images=num_images, workers=workers)
+        # worker processes cost more to start than they save on a few hundred images
+        small = num_images is not None and num_images < 400
+        synthetic.generate(tmp, "mpii", preset, seed, num_images=num_images, workers=1 if small else workers)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
