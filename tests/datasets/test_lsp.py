@@ -132,3 +132,24 @@ def test_empty_file_is_an_error(tmp_path):
     write_lsp(tmp_path / "lsp", np.zeros((0, 14, 2)), np.zeros((0, 14)))
     with pytest.raises(DatasetError, match="no usable people"):
         datasets.read("lsp", tmp_path)
+
+
+def test_against_generator_truth(tmp_path, synthetic_lsp_dir, synthetic_lspet_dir):
+    from deeppose_fast.datasets import synthetic
+
+    (tmp_path / "lsp_dataset_original").symlink_to(synthetic_lsp_dir)
+    (tmp_path / "lspet_dataset").symlink_to(synthetic_lspet_dir)
+    lsp_truth, lspet_truth = synthetic.Truth.load(synthetic_lsp_dir), synthetic.Truth.load(synthetic_lspet_dir)
+    keep = np.isfinite(lspet_truth.joints[..., 0]).any(1)
+    if keep.all():
+        data = datasets.read("lsp-ext", tmp_path)
+    else:
+        with pytest.warns(DatasetWarning):
+            data = datasets.read("lsp-ext", tmp_path)
+    n = len(lsp_truth.joints)
+    np.testing.assert_allclose(data.joints, np.concatenate([lsp_truth.joints, lspet_truth.joints[keep]]), atol=1e-3)
+    np.testing.assert_array_equal(data.visible, np.concatenate([lsp_truth.visible, lspet_truth.visible[keep]]))
+    assert np.isnan(data.joints[n:]).any()  # LSPET's missing joints came through as NaN
+    assert data.counts() == {"train": n // 2 + keep.sum(), "test": n - n // 2}
+    names = [p.rsplit("/", 1)[1] for p in data.image_paths]
+    assert names == list(lsp_truth.image_names) + list(lspet_truth.image_names[keep])

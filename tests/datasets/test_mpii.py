@@ -220,3 +220,22 @@ def test_finds_files_in_extracted_archive_layout(tmp_path):
     data = datasets.read("mpii", raw)
     assert len(data) == len(expected)
     assert data.image_paths[0] == str(raw / "mpii_human_pose_v1" / "images" / "000000000.jpg")
+
+
+@pytest.mark.parametrize("name", ["mpii", "synthetic"])
+def test_against_generator_truth(synthetic_mpii_dir, name):
+    """The generator writes MPII's format with its quirks and saves what it drew."""
+    from deeppose_fast.datasets import synthetic
+
+    truth = synthetic.Truth.load(synthetic_mpii_dir)
+    count = np.isfinite(truth.joints[..., 0]).sum(1)
+    rows = np.flatnonzero(truth.annotated & (count >= (16 if name == "mpii" else datasets.SYNTHETIC_MIN_JOINTS)))
+    with pytest.warns(DatasetWarning):
+        data = datasets.read(name, synthetic_mpii_dir)
+    assert len(data) == len(rows)
+    np.testing.assert_array_equal(data.image_ids, truth.image_index[rows])
+    np.testing.assert_array_equal(data.rect_ids, truth.rect_index[rows])
+    np.testing.assert_allclose(data.joints, truth.joints[rows], atol=1e-3)  # NaN pattern included
+    np.testing.assert_allclose(data.head_box, truth.head_box[rows], atol=1e-3)
+    np.testing.assert_array_equal(data.visible, truth.visible_flag[rows] == 1)  # empty flag -> False
+    assert [p.rsplit("/", 1)[1] for p in data.image_paths] == list(truth.image_names[rows])
