@@ -345,18 +345,30 @@ def _draw_person(cv: _Canvas, rng, body: _Body, scale: float, origin: np.ndarray
     region = cv.image[
         int(np.clip(j2[:, 1].min(), 0, cv.image.shape[0] - 1)):int(np.clip(j2[:, 1].max() + 1, 1, cv.image.shape[0])),
         int(np.clip(j2[:, 0].min(), 0, cv.image.shape[1] - 1)):int(np.clip(j2[:, 0].max() + 1, 1, cv.image.shape[1]))]
-    bg_lum = _lum(region.reshape(-1, 3).mean(0)) if region.size else 128.0
+    bg = region.reshape(-1, 3).mean(0) if region.size else np.full(3, 128.0)
+
+    def contrasting(sample, shades=(lambda c: c,)):
+        # rejection sampling: the colour (and its left/right shades) must stand out from the local
+        # background mean (Euclidean BGR distance), so every part contrasts wherever it is drawn
+        best, best_d = None, -1.0
+        for _ in range(30):
+            c = sample()
+            d = min(float(np.linalg.norm(f(c) - bg)) for f in shades)
+            if d > best_d:
+                best, best_d = c, d
+            if d >= 70:
+                break
+        return best
 
     def cloth():
-        # bright clothes on dark backgrounds and dark clothes on bright ones keep the figure contrasted
-        v = rng.uniform(0.7, 1.0) if bg_lum < 128 else rng.uniform(0.3, 0.6)
-        return _bgr(rng.uniform(0, 180), rng.uniform(0.5, 1.0), v)
+        return _bgr(rng.uniform(0, 180), rng.uniform(0.4, 1.0), rng.uniform(0.3, 1.0))
 
-    shirt, pants = cloth(), cloth()
-    skin = np.array([rng.uniform(60, 190), rng.uniform(90, 205), rng.uniform(140, 245)])
-    skin *= rng.uniform(0.8, 1.0)
-    hair = _bgr(rng.uniform(5, 25), rng.uniform(0.3, 0.8), rng.uniform(0.05, 0.5))
-    shoe = _bgr(rng.uniform(0, 180), rng.uniform(0, 0.5), rng.uniform(0.05, 0.3))
+    lr = (lambda c: c, lambda c: _shade(c, 1), lambda c: _shade(c, -1))
+    shirt, pants = contrasting(cloth, lr), contrasting(cloth, lr)
+    skin = contrasting(lambda: np.array([rng.uniform(60, 190), rng.uniform(90, 205), rng.uniform(140, 245)])
+                       * rng.uniform(0.75, 1.0))
+    hair = contrasting(lambda: _bgr(rng.uniform(5, 25), rng.uniform(0.3, 0.8), rng.uniform(0.05, 0.6)))
+    shoe = contrasting(lambda: _bgr(rng.uniform(0, 180), rng.uniform(0, 0.6), rng.uniform(0.05, 0.9)))
     J = _J
     lab = lambda part: pid * 32 + _PARTS[part][0]  # noqa: E731
 
@@ -423,7 +435,8 @@ def _draw_person(cv: _Canvas, rng, body: _Body, scale: float, origin: np.ndarray
                           lambda a=a, b=b, t=t, col=col, part=part, s=s: _tube(cv, j2[a], j2[b], t, col, lab(f"{s}_{part}"), ow)))
         items.append((body.hands[k][2] + 0.02,
                       lambda hand=hand, s=s: cv.circle(hand, w["hand"], tuple(skin), tuple(skin * 0.35), lab(f"{s}_hand"), ow)))
-        items.append((body.feet[k][2] + 0.02, lambda an=an, foot=foot, s=s: cv.line(
+        # the foot goes just under its shank: the shoe's cap would cover the ankle point otherwise
+        items.append((jz[[kn, an]].mean() + 0.02 - 1e-4, lambda an=an, foot=foot, s=s: cv.line(
             j2[an], foot, w["foot"], tuple(shoe), tuple(shoe * 0.35), lab(f"{s}_foot"), ow)))
 
     for _, draw in sorted(items, key=lambda it: it[0]):
