@@ -1,0 +1,205 @@
+"""Training checkpoints: one folder per step, written atomically, the last few kept.
+
+Layout of a run folder's checkpoints::
+
+    OUT/checkpoints/ckpt-00001000/state.npz   model and optimiser variables, by position and path
+    OUT/checkpoints/ckpt-00001000/meta.json   step, network settings, skeleton, config, data position
+
+A checkpoint is written under ``ckpt-XXXXXXXX.tmp-PID``, flushed to disk, then renamed: a folder named
+``ckpt-XXXXXXXX`` is always complete, whatever happens to the writer. ``meta.json`` holds everything
+needed to rebuild the network without the training config (``model``), so ``eval``/``predict``/``export``
+take a checkpoint alone.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "deeppose-fast-checkpoint/1"
+_NAME = re.compile(r"^ckpt-(\d{8})$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, incomplete, corrupt or does not fit the network."""
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    meta: dict
+    arrays: dict[str, list[tuple[str, np.ndarray]]]  # group -> [(variable path, value)] in order
+
+    @property
+    def step(self) -> int:
+        return int(self.meta["step"])
+
+    @property
+    def num_joints(self) -> int:
+        return int(self.meta["num_joints"])
+
+    @property
+    def model_settings(self) -> dict:
+        return dict(self.meta["model"])
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def variables_state(variables) -> list[tuple[str, np.ndarray]]:
+    """[(path, value)] of Keras variables, in order."""
+    return [(getattr(v, "path", getattr(v, "name", str(i))), np.asarray(v.numpy()))
+            for i, v in enumerate(variables)]
+
+
+def save(ckpt_dir: str | os.PathLike, step: int, groups: dict[str, list], meta: dict,
+         keep: int = 3) -> Path:
+    """Write ``ckpt_dir/ckpt-<step>`` atomically and delete all but the newest ``keep`` checkpoints.
+
+    Args:
+        groups: name -> list of Keras variables (e.g. ``{"model": model.variables,
+            "opt_conv": opt.variables}``); restored by position, checked by shape and path.
+        meta: JSON-serialisable facts (must include ``num_joints`` and ``model``); ``step`` is added.
+    Returns:
+        the checkpoint folder.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    final = ckpt_dir / f"ckpt-{step:08d}"
+    tmp = ckpt_dir / f"ckpt-{step:08d}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    arrays, index = {}, {}
+    for group, variables in groups.items():
+        state = variables_state(variables)
+        index[group] = [p for p, _ in state]
+        for i, (_, value) in enumerate(state):
+            arrays[f"{group}/{i:04d}"] = value
+    with open(tmp / "state.npz", "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    full_meta = {**meta, "format": FORMAT, "step": int(step), "variables": index,
+                 "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with open(tmp / "meta.json", "w") as f:
+        json.dump(full_meta, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    if final.exists():  # the same step written twice (e.g. Ctrl-C right after a periodic checkpoint)
+        old = ckpt_dir / f"{final.name}.old-{os.getpid()}"
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(final)
+    _fsync_dir(ckpt_dir)
+    for stale in list_checkpoints(ckpt_dir)[:-keep]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoint folders in ``ckpt_dir``, oldest first (temporary folders are ignored)."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    found = [p for p in ckpt_dir.iterdir() if p.is_dir() and _NAME.match(p.name)]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """A checkpoint folder from a checkpoint folder, a ``checkpoints`` folder or a run folder (latest)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint or run folder")
+    if (path / "meta.json").exists() or _NAME.match(path.name):
+        return path
+    for candidate in (path / "checkpoints", path):
+        found = list_checkpoints(candidate)
+        if found:
+            return found[-1]
+    raise CheckpointError(f"{path}: holds no checkpoint (expected ckpt-XXXXXXXX folders with meta.json "
+                          f"and state.npz, or a run folder with checkpoints/)")
+
+
+def load(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint (see ``resolve`` for what ``path`` may be); a clear error if it is incomplete
+    or corrupt."""
+    path = resolve(path)
+    meta_file, state_file = path / "meta.json", path / "state.npz"
+    for f in (meta_file, state_file):
+        if not f.is_file():
+            raise CheckpointError(f"{f}: missing; {path} is not a complete checkpoint")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{meta_file}: corrupt JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_file}: not a deeppose-fast checkpoint (format "
+                              f"{meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r})")
+    for key in ("step", "num_joints", "model", "variables"):
+        if key not in meta:
+            raise CheckpointError(f"{meta_file}: missing field {key!r}")
+    try:
+        with np.load(state_file, allow_pickle=False) as z:
+            raw = {k: z[k] for k in z.files}
+    except Exception as e:  # zipfile.BadZipFile, ValueError, OSError, EOFError ...
+        raise CheckpointError(f"{state_file}: corrupt or truncated ({type(e).__name__}: {e})") from None
+    arrays = {}
+    for group, names in meta["variables"].items():
+        arrays[group] = []
+        for i, name in enumerate(names):
+            key = f"{group}/{i:04d}"
+            if key not in raw:
+                raise CheckpointError(f"{state_file}: variable {name!r} ({key}) is missing")
+            arrays[group].append((name, raw[key]))
+    return Checkpoint(path=path, meta=meta, arrays=arrays)
+
+
+def assign(ckpt: Checkpoint, group: str, variables, strict_names: bool = False) -> None:
+    """Assign a group of saved values to ``variables`` by position, checking count and shapes."""
+    if group not in ckpt.arrays:
+        raise CheckpointError(f"{ckpt.path}: has no {group!r} state (has {sorted(ckpt.arrays)})")
+    saved = ckpt.arrays[group]
+    variables = list(variables)
+    if len(saved) != len(variables):
+        raise CheckpointError(f"{ckpt.path}: {group} holds {len(saved)} variables, the network has "
+                              f"{len(variables)} (was it written for other network settings?)")
+    for (name, value), var in zip(saved, variables):
+        vpath = getattr(var, "path", getattr(var, "name", "?"))
+        if tuple(value.shape) != tuple(var.shape):
+            raise CheckpointError(f"{ckpt.path}: {group} variable {name!r} has shape {value.shape}, the "
+                                  f"network's {vpath!r} has {tuple(var.shape)}")
+        if strict_names and name != vpath:
+            raise CheckpointError(f"{ckpt.path}: {group} variable {name!r} where {vpath!r} was expected")
+    for (_, value), var in zip(saved, variables):
+        var.assign(value.astype(np.dtype(var.dtype)) if hasattr(var, "dtype") else value)
+
+
+def build_model(ckpt: Checkpoint, expect_joints: int | None = None):
+    """The network a checkpoint was trained with, holding its weights (``model`` group)."""
+    from deeppose_fast.model import build_regressor
+
+    if expect_joints is not None and ckpt.num_joints != expect_joints:
+        raise CheckpointError(f"{ckpt.path}: trained for {ckpt.num_joints} joints "
+                              f"({ckpt.meta.get('skeleton', '?')}), but the data has {expect_joints}")
+    s = ckpt.model_settings
+    model = build_regressor(ckpt.num_joints, input_size=int(s["input_size"]), width=float(s["width"]),
+                            fc_units=int(s["fc_units"]), dropout=float(s.get("dropout", 0.0)))
+    assign(ckpt, "model", model.variables)
+    return model

@@ -1,0 +1,162 @@
+"""Training settings (``TrainConfig``) and the presets that reproduce the reference's training scripts.
+
+Presets (DTF = asanakoy/deeppose_tf, whose scripts these reproduce):
+
+| preset | data | init | crop extension | notes |
+|---|---|---|---|---|
+| ``lsp-ext-imagenet`` | LSP + LSP-extended (11000) | ImageNet | 1.2-2.0 | fc layers alone for 10000 steps |
+| ``lsp-ext-scratch`` | LSP + LSP-extended | random | 1.5-2.0 | |
+| ``lsp`` | LSP 1..1000 | random | 1.5-2.0 | the small "LSP only" recipe |
+| ``mpii-imagenet`` | MPII (DTF split) | ImageNet | 1.0-1.2 | fc layers alone for 10000 steps |
+| ``mpii-scratch`` | MPII | random | 1.0-1.2 | |
+| ``synthetic-cpu`` | ./data/synthetic | random | 1.5-2.0 | reduced network, Adam: see below |
+
+All reference presets: AlexNet 227 px, batch 128, Adagrad lr 0.0005 for the conv and fc variables apart
+(initial accumulator 1e-4), dropout 0.6, shift 0.1, flips, evaluation every 250 steps.
+
+``synthetic-cpu`` is a smoke preset that must learn on a 2-core CPU in minutes. It deviates from the
+reference on purpose, and only there: a reduced AlexNet (same layer structure, 113 px input, half the
+conv channels, fc6/fc7 of 1024), batch 32, Adam lr 1e-3 (Adagrad at 5e-4 needs 100k+ steps), dropout 0.2.
+Command and cost: ``deeppose-fast train --preset synthetic-cpu`` (about 8 minutes on 2 CPU cores).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    """Every training setting; each one can be overridden on the command line (``--batch-size 64``).
+
+    Learning rates are per rank before scaling: with ``scale_lr`` the rate is multiplied by the number
+    of ranks, reached linearly over ``warmup_steps``.
+    """
+
+    preset: str = "custom"
+    data: str = "data/synthetic"  # prepared shard folder (manifest.json + tar shards)
+    out: str = "runs/custom"  # checkpoints, logs, TensorBoard summaries
+    weights: str = ""  # ImageNet initialisation: bvlc_alexnet.tf (TF1 checkpoint) or bvlc_alexnet.npy
+    # network
+    input_size: int = 227
+    width: float = 1.0
+    fc_units: int = 4096
+    dropout: float = 0.6
+    # optimisation
+    batch_size: int = 128  # per rank
+    optimizer: str = "adagrad"  # adagrad | adam | momentum
+    conv_lr: float = 0.0005
+    fc_lr: float = 0.0005
+    initial_accumulator: float = 1e-4
+    fix_conv_steps: int = 0  # train the fc layers alone for the first N steps (DTF's fix_conv_iter)
+    max_steps: int = 400000
+    max_minutes: float = 0.0  # stop (with a checkpoint) after this much wall time; 0 = no limit
+    scale_lr: bool = False  # multiply the learning rates by the number of ranks
+    warmup_steps: int = 0  # linear warm-up to the scaled rate
+    seed: int = 1701
+    # augmentation (DTF crop recipe)
+    ext_min: float = 1.5
+    ext_max: float = 2.0
+    shift: float = 0.1
+    flip: bool = True
+    rotation: float = 0.0
+    scale_jitter: float = 0.0
+    # evaluation during training
+    eval_every: int = 250
+    eval_batch_size: int = 128
+    eval_extension: float = 0.0  # test crop extension; 0 = ext_max, as DTF
+    eval_limit: int = 0  # evaluate on the first N test people only; 0 = all
+    # bookkeeping
+    log_every: int = 20
+    ckpt_every: int = 10000
+    keep_checkpoints: int = 3
+    data_segment_steps: int = 1000  # the input pipeline is re-seeded every N steps (exact resume)
+    # distribution and speed
+    fp16_allreduce: bool = False
+    mixed_precision: str = "off"  # off | bf16 (bfloat16 compute, float32 weights and output)
+    xla: bool = False
+    num_threads: int = 2  # input pipeline threads per rank
+    tf_threads: int = 0  # TF intra-op threads per rank; 0 = TensorFlow's default
+    progress: bool = True
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        def need(cond, msg):
+            if not cond:
+                raise ValueError(f"invalid training setting: {msg}")
+
+        need(self.optimizer in ("adagrad", "adam", "momentum"),
+             f"optimizer must be adagrad, adam or momentum, got {self.optimizer!r}")
+        # fp16 would need loss scaling across two optimisers; bf16 has float32's range and needs none.
+        need(self.mixed_precision in ("off", "bf16"),
+             f"mixed_precision must be off or bf16, got {self.mixed_precision!r}")
+        need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        need(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
+        need(0 < self.ext_min <= self.ext_max, f"need 0 < ext_min <= ext_max, got {self.ext_min}, {self.ext_max}")
+        need(self.conv_lr >= 0 and self.fc_lr >= 0, "learning rates must be >= 0")
+        need(self.ckpt_every >= 1 and self.eval_every >= 0 and self.log_every >= 1,
+             "ckpt_every and log_every must be >= 1, eval_every >= 0")
+        need(self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        need(self.data_segment_steps >= 1, "data_segment_steps must be >= 1")
+        need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def test_extension(self) -> float:
+        return self.eval_extension if self.eval_extension > 0 else self.ext_max
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}")
+        return cls(**d)
+
+    def replace(self, **overrides) -> "TrainConfig":
+        """A copy with ``overrides`` applied (None values are ignored); unknown names are an error."""
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        return TrainConfig.from_dict({**self.to_dict(), **overrides})
+
+
+_REFERENCE = dict(input_size=227, width=1.0, fc_units=4096, dropout=0.6, batch_size=128,
+                  optimizer="adagrad", conv_lr=0.0005, fc_lr=0.0005, initial_accumulator=1e-4,
+                  shift=0.1, flip=True, eval_every=250, ckpt_every=10000, seed=1701)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "lsp-ext-imagenet": dict(_REFERENCE, data="data/lsp-ext", out="runs/lsp-ext-imagenet",
+                             weights="weights/bvlc_alexnet.tf", ext_min=1.2, ext_max=2.0,
+                             fix_conv_steps=10000, max_steps=400000),
+    "lsp-ext-scratch": dict(_REFERENCE, data="data/lsp-ext", out="runs/lsp-ext-scratch",
+                            ext_min=1.5, ext_max=2.0, max_steps=400000),
+    "lsp": dict(_REFERENCE, data="data/lsp", out="runs/lsp", ext_min=1.5, ext_max=2.0,
+                max_steps=100000),
+    "mpii-imagenet": dict(_REFERENCE, data="data/mpii", out="runs/mpii-imagenet",
+                          weights="weights/bvlc_alexnet.tf", ext_min=1.0, ext_max=1.2,
+                          fix_conv_steps=10000, max_steps=400000),
+    "mpii-scratch": dict(_REFERENCE, data="data/mpii", out="runs/mpii-scratch", ext_min=1.0,
+                         ext_max=1.2, max_steps=400000),
+    # CPU smoke preset: deliberate deviations from the reference, see the module docstring.
+    "synthetic-cpu": dict(data="data/synthetic", out="runs/synthetic-cpu", input_size=113, width=0.5,
+                          fc_units=1024, dropout=0.2, batch_size=32, optimizer="adam", conv_lr=1e-3,
+                          fc_lr=1e-3, ext_min=1.5, ext_max=2.0, shift=0.1, flip=True,
+                          max_steps=3000, max_minutes=10.0, eval_every=1000, eval_batch_size=64,
+                          eval_limit=0, log_every=20, ckpt_every=500, data_segment_steps=500,
+                          seed=1701),
+}
+
+
+def preset(name: str, **overrides) -> TrainConfig:
+    """The preset ``name`` with ``overrides`` (None values ignored)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
+    return TrainConfig(preset=name, **PRESETS[name]).replace(**overrides)

@@ -1,0 +1,125 @@
+"""Data-parallel helpers: Horovod when the process was started by ``horovodrun``, no-ops alone.
+
+Horovod is imported lazily, only when the launcher's environment says this process is one of several
+ranks, so a plain ``python`` run never needs it. Keras 3 needs the *backing* ``tf.Variable`` of each
+Keras variable (``v.value``) for Horovod's tape and broadcast (see shared/STACK.md).
+"""
+from __future__ import annotations
+
+import os
+
+_hvd = None  # the horovod.tensorflow module once initialised
+_initialised = False
+
+# Set by horovodrun (Gloo and MPI launchers alike).
+_LAUNCHER_VARS = ("HOROVOD_RANK", "HOROVOD_SIZE", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
+
+
+def launched_by_horovodrun() -> bool:
+    return any(v in os.environ for v in _LAUNCHER_VARS)
+
+
+def init(pin_gpu: bool = True) -> None:
+    """Initialise Horovod if launched by horovodrun; pin this process to the GPU of its local rank.
+    Call before TensorFlow creates any tensor. Safe to call twice."""
+    global _hvd, _initialised
+    if _initialised:
+        return
+    _initialised = True
+    if launched_by_horovodrun():
+        import horovod.tensorflow as hvd
+
+        hvd.init()
+        _hvd = hvd
+    if pin_gpu:
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            # One process per GPU: each rank sees only its own, and grows memory as needed.
+            gpu = gpus[local_rank() % len(gpus)]
+            tf.config.set_visible_devices(gpu, "GPU")
+            tf.config.experimental.set_memory_growth(gpu, True)
+
+
+def is_distributed() -> bool:
+    return _hvd is not None and _hvd.size() > 1
+
+
+def rank() -> int:
+    return _hvd.rank() if _hvd is not None else 0
+
+
+def size() -> int:
+    return _hvd.size() if _hvd is not None else 1
+
+
+def local_rank() -> int:
+    return _hvd.local_rank() if _hvd is not None else 0
+
+
+def is_root() -> bool:
+    return rank() == 0
+
+
+def backing(variables) -> list:
+    """The ``tf.Variable`` behind each Keras 3 variable (plain tf.Variables pass through)."""
+    return [getattr(v, "value", v) if not _is_tf_variable(v) else v for v in variables]
+
+
+def _is_tf_variable(v) -> bool:
+    import tensorflow as tf
+
+    return isinstance(v, tf.Variable)
+
+
+def gradient_tape(tape, fp16_compression: bool = False):
+    """Wrap a ``tf.GradientTape`` so ``gradient()`` averages the gradients over ranks (identity alone).
+    Pass ``dist.backing(model.trainable_variables)`` as the sources."""
+    if _hvd is None:
+        return tape
+    compression = _hvd.Compression.fp16 if fp16_compression else _hvd.Compression.none
+    return _hvd.DistributedGradientTape(tape, compression=compression)
+
+
+def broadcast_variables(variables, root_rank: int = 0) -> None:
+    """Overwrite ``variables`` (Keras or tf variables) on every rank with rank ``root_rank``'s values.
+    A collective: every rank must call it, never under ``if rank == 0``."""
+    if _hvd is None:
+        return
+    _hvd.broadcast_variables(backing(variables), root_rank=root_rank)
+
+
+def allreduce(value, average: bool = True, name: str | None = None):
+    """Average (or sum) a tensor or NumPy array over ranks; returns the same kind it was given.
+    A collective: every rank must call it."""
+    if _hvd is None:
+        return value
+    import numpy as np
+
+    op = _hvd.Average if average else _hvd.Sum
+    out = _hvd.allreduce(value, op=op, name=name)
+    return out.numpy() if isinstance(value, (np.ndarray, np.generic, float, int)) else out
+
+
+def broadcast_object(obj, root_rank: int = 0, name: str | None = None):
+    """Rank ``root_rank``'s Python object on every rank (pickled). A collective."""
+    if _hvd is None:
+        return obj
+    return _hvd.broadcast_object(obj, root_rank=root_rank, name=name)
+
+
+def barrier() -> None:
+    """Wait until every rank gets here (no-op alone)."""
+    if _hvd is None:
+        return
+    import numpy as np
+
+    _hvd.allreduce(np.zeros((1,), np.float32), name="deeppose_fast_barrier")
+
+
+def shutdown() -> None:
+    global _hvd, _initialised
+    if _hvd is not None:
+        _hvd.shutdown()
+    _hvd, _initialised = None, False

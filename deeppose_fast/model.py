@@ -1,0 +1,139 @@
+"""The DeepPose stage-1 regressor: Caffe's AlexNet as the reference TF implementation (DTF) builds it.
+
+Shapes: B batch, S input size, K joints. The network maps images ``(B, S, S, 3)`` (per-image normalised
+crops, NHWC) to ``(B, 2K)`` joint coordinates in the crop frame, ``t = p / S - 0.5``
+(``reshape(B, K, 2)`` gives x, y per joint).
+
+Layers (names are DTF's variable scopes, which ImageNet weight import relies on):
+conv1 11x11/4 96 SAME, ReLU, LRN, maxpool 3/2 VALID; conv2 5x5 256 (2 groups) SAME, ReLU, LRN, pool;
+conv3 3x3 384; conv4 3x3 384 (2 groups); conv5 3x3 256 (2 groups); pool; flatten (9216 at S=227);
+fc6 4096, ReLU, dropout; fc7 4096, ReLU, dropout; fc8 2K (linear).
+Random initialisation as DTF: truncated normal std 0.01 (conv1-5, fc8), 0.005 (fc6, fc7); biases
+0, 0.1, 0, 0.1, 0.1 (conv1-5), 0.1, 0.1 (fc6, fc7), 0 (fc8).
+
+``width`` scales every channel count and ``fc_units`` the fc6/fc7 width: ``width=1, fc_units=4096,
+input_size=227`` is the reference network; smaller values give the CPU smoke preset's reduced variant.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
+FC_LAYERS = ("fc6", "fc7", "fc8")
+LAYER_NAMES = CONV_LAYERS + FC_LAYERS
+# DTF's random initialisation, per layer in LAYER_NAMES order.
+_WEIGHT_STD = (0.01, 0.01, 0.01, 0.01, 0.01, 0.005, 0.005, 0.01)
+_BIAS_INIT = (0.0, 0.1, 0.0, 0.1, 0.1, 0.1, 0.1, 0.0)
+
+
+@keras.saving.register_keras_serializable(package="deeppose_fast")
+class LRN(keras.layers.Layer):
+    """Local response normalisation across channels (Caffe/AlexNet): radius 2, alpha 2e-5, beta 0.75,
+    bias 1, as ``tf.nn.local_response_normalization`` defines it (alpha is not divided by the size)."""
+
+    def __init__(self, depth_radius=2, alpha=2e-5, beta=0.75, bias=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.depth_radius, self.alpha, self.beta, self.bias = depth_radius, alpha, beta, bias
+
+    def call(self, x):
+        # LRN has no fp16/bf16 kernel on every device: compute in float32.
+        y = tf.nn.local_response_normalization(tf.cast(x, tf.float32), depth_radius=self.depth_radius,
+                                               alpha=self.alpha, beta=self.beta, bias=self.bias)
+        return tf.cast(y, x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "depth_radius": self.depth_radius, "alpha": self.alpha,
+                "beta": self.beta, "bias": self.bias}
+
+
+def _channels(n: int, width: float) -> int:
+    # Grouped layers need channel counts divisible by 2 (groups) on both sides.
+    return max(2, int(round(n * width / 2.0)) * 2)
+
+
+def build_regressor(num_joints: int, input_size: int = 227, width: float = 1.0, fc_units: int = 4096,
+                    dropout: float = 0.6, name: str = "deeppose_alexnet") -> keras.Model:
+    """The AlexNet regressor.
+
+    Args:
+        num_joints: K; the output has 2K units.
+        input_size: S, the square input side (227 for the reference).
+        width: channel multiplier for conv1-5 (1.0 = 96/256/384/384/256).
+        fc_units: width of fc6 and fc7 (4096 for the reference).
+        dropout: drop rate after fc6 and fc7 (DTF: 0.6).
+    Returns:
+        A functional Keras model, input ``(B, S, S, 3)`` float, output ``(B, 2K)`` float32.
+    """
+    if num_joints < 1:
+        raise ValueError(f"num_joints must be positive, got {num_joints}")
+    if input_size < 67:
+        # Below 67 px the three VALID 3/2 pools leave no spatial extent.
+        raise ValueError(f"input_size must be at least 67 pixels, got {input_size}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+    def init(i):
+        return (keras.initializers.TruncatedNormal(stddev=_WEIGHT_STD[i]),
+                keras.initializers.Constant(_BIAS_INIT[i]))
+
+    def conv(x, i, filters, kernel, strides=1, groups=1):
+        k_init, b_init = init(i)
+        return keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", groups=groups,
+                                   activation="relu", kernel_initializer=k_init, bias_initializer=b_init,
+                                   name=LAYER_NAMES[i])(x)
+
+    def pool(x, name):
+        return keras.layers.MaxPooling2D(3, 2, padding="valid", name=name)(x)
+
+    inputs = keras.Input((input_size, input_size, 3), name="image")
+    x = conv(inputs, 0, _channels(96, width), 11, strides=4)
+    x = pool(LRN(name="norm1")(x), "pool1")
+    x = conv(x, 1, _channels(256, width), 5, groups=2)
+    x = pool(LRN(name="norm2")(x), "pool2")
+    x = conv(x, 2, _channels(384, width), 3)
+    x = conv(x, 3, _channels(384, width), 3, groups=2)
+    x = conv(x, 4, _channels(256, width), 3, groups=2)
+    x = pool(x, "pool5")
+    x = keras.layers.Flatten(name="flatten")(x)  # NHWC order, as DTF's tf.reshape
+    for i, layer in ((5, "fc6"), (6, "fc7")):
+        k_init, b_init = init(i)
+        x = keras.layers.Dense(fc_units, activation="relu", kernel_initializer=k_init,
+                               bias_initializer=b_init, name=layer)(x)
+        x = keras.layers.Dropout(dropout, name=f"drop{layer[2:]}")(x)
+    k_init, b_init = init(7)
+    # The regression output stays float32 under mixed precision.
+    outputs = keras.layers.Dense(2 * num_joints, kernel_initializer=k_init, bias_initializer=b_init,
+                                 dtype="float32", name="fc8")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def split_variables(model: keras.Model) -> tuple[list, list]:
+    """The trainable variables of the conv layers and of the fc layers (DTF optimises them apart)."""
+    conv_vars, fc_vars = [], []
+    for layer in model.layers:
+        if layer.name in CONV_LAYERS:
+            conv_vars.extend(layer.trainable_variables)
+        elif layer.name in FC_LAYERS:
+            fc_vars.extend(layer.trainable_variables)
+    if len(conv_vars) + len(fc_vars) != len(model.trainable_variables):
+        raise ValueError("the model has trainable variables outside conv1-5 and fc6-8")
+    return conv_vars, fc_vars
+
+
+def pose_loss(pred: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """DTF's loss: per sample, the sum of squared errors over valid coordinates divided by the number of
+    valid joints; averaged over the batch.
+
+    Args:
+        pred: (B, 2K) network output.
+        targets: (B, K, 2) crop-frame targets.
+        weights: (B, K), 1 for valid joints, 0 otherwise.
+    Returns:
+        scalar float32.
+    """
+    pred = tf.reshape(tf.cast(pred, tf.float32), tf.shape(targets))
+    w = tf.cast(weights, tf.float32)
+    sq = tf.reduce_sum(tf.square(pred - tf.cast(targets, tf.float32)), axis=-1) * w  # (B, K)
+    per_sample = tf.reduce_sum(sq, axis=1) / tf.maximum(tf.reduce_sum(w, axis=1), 1.0)
+    return tf.reduce_mean(per_sample)
