@@ -1,0 +1,163 @@
+"""The reference loader: the DALI pipelines' work done with OpenCV and NumPy, from the same shards.
+
+Per sample: decode the whole JPEG (``cv2.imdecode``; OpenCV cannot decode a region), take the region the
+geometry names, warp it with the same src->dst matrix (``cv2.warpAffine``, bilinear, border pixels
+repeated) and normalise per image and channel exactly as ``dali`` does. The geometry is
+``codec.crop_geometry``, the NumPy twin of the native operator. Used for CPU parity checks and as the
+baseline of ``benchmarks/bench_pipeline.py``.
+
+Legend: B batch, S input size, K joints.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from deeppose_fast import codec
+from deeppose_fast.datasets import shards
+from deeppose_fast.pipeline.dali import NORM_EPSILON, PipelineError, SplitInfo, split_info
+
+
+def opencv_matrix(matrix: np.ndarray) -> np.ndarray:
+    """(2, 3) src->dst matrix in OpenCV's convention (pixel centres at integers) from one in the package's
+    continuous convention (centres at i + 0.5): ``p_cv = M (q_cv + 0.5) - 0.5``."""
+    m = np.asarray(matrix, np.float64).copy()
+    m[:, 2] = m[:, 0] * 0.5 + m[:, 1] * 0.5 + m[:, 2] - 0.5
+    return m
+
+
+def normalize(image: np.ndarray) -> np.ndarray:
+    """Per-channel ``(x - mean) / sqrt(var + NORM_EPSILON)`` of an (H, W, C) float image (as fn.normalize)."""
+    x = image.astype(np.float32)
+    mean = x.mean(axis=(0, 1), keepdims=True, dtype=np.float64)
+    var = x.var(axis=(0, 1), keepdims=True, dtype=np.float64)
+    return ((x - mean) / np.sqrt(var + NORM_EPSILON)).astype(np.float32)
+
+
+def crop_sample(jpeg: bytes, pose: np.ndarray, draws: np.ndarray, *, size: int, shift: float = 0.1,
+                flip_perm=None, normalize_image: bool = True, where: str = "record"):
+    """One crop. Returns ``(image (S, S, 3) float32 RGB, codec.Geometry)``.
+
+    Args:
+        jpeg: JPEG bytes; pose: (K, 4); draws: (7,) ``codec.DRAW_FIELDS``; where: names the record in errors.
+    """
+    bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise PipelineError(f"{where}: its JPEG does not decode")
+    g = codec.crop_geometry(pose, bgr.shape[:2], draws, size=size, shift=shift, flip_perm=flip_perm)
+    x, y = int(g.anchor[0]), int(g.anchor[1])
+    w, h = int(g.shape[0]), int(g.shape[1])
+    region = cv2.cvtColor(bgr[y:y + h, x:x + w], cv2.COLOR_BGR2RGB)
+    out = cv2.warpAffine(region.astype(np.float32), opencv_matrix(g.matrix), (size, size),
+                         flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return (normalize(out) if normalize_image else out), g
+
+
+def _finish(images: list[np.ndarray], layout: str, dtype: str) -> np.ndarray:
+    batch = np.stack(images)
+    if layout == "NCHW":
+        batch = batch.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(batch.astype(np.float16 if dtype == "float16" else np.float32))
+
+
+def _records(info: SplitInfo, order: np.ndarray | None = None) -> Iterator[shards.Record]:
+    tars = info.tars if order is None else [info.tars[i] for i in order]
+    for tar in tars:
+        try:
+            yield from shards.iter_shard(tar)
+        except shards.ShardError as e:
+            raise PipelineError(str(e)) from None
+
+
+def train_batches(shard_dir, *, batch_size: int, input_size: int = 227, ext_range=(1.5, 2.0),
+                  shift: float = 0.1, flip: bool = True, rotation: float = 0.0, scale_jitter: float = 0.0,
+                  seed: int = 0, layout: str = "NHWC", dtype: str = "float32", num_threads: int = 2,
+                  split: str = "train", normalize_image: bool = True, shuffle_buffer: int = 1024
+                  ) -> Iterator[dict]:
+    """Endless training batches like ``dali.train_batches`` (one rank): the shard order is permuted every
+    epoch and records are shuffled in a buffer of ``shuffle_buffer``; crops run on ``num_threads`` threads
+    (OpenCV releases the GIL). Yields dicts with ``images``, ``targets`` (B, K, 2), ``weights`` (B, K),
+    ``crop_box`` (B, 4) JPEG frame, ``pose`` (B, K, 4), ``meta`` (B, 8), ``draws`` (B, 7)."""
+    info = split_info(shard_dir, split)
+    rng = np.random.default_rng(seed)
+    pool = ThreadPoolExecutor(max(1, num_threads))
+
+    def stream():
+        buffer: list[shards.Record] = []
+        while True:  # epochs
+            for rec in _records(info, rng.permutation(len(info.tars))):
+                if len(buffer) < shuffle_buffer:
+                    buffer.append(rec)
+                    continue
+                i = int(rng.integers(len(buffer)))
+                yield buffer[i]
+                buffer[i] = rec
+
+    records = stream()
+
+    def one(rec: shards.Record, draws: np.ndarray):
+        return crop_sample(rec.jpeg, rec.pose, draws, size=input_size, shift=shift, flip_perm=info.flip_perm,
+                           normalize_image=normalize_image,
+                           where=f"{info.shard_dir}: record {rec.key:08d} of split {split!r}")
+
+    try:
+        while True:
+            batch = [next(records) for _ in range(batch_size)]
+            draws = codec.sample_draws(rng, batch_size, ext_range=ext_range, flip=flip, rotation=rotation,
+                                       scale_jitter=scale_jitter)
+            if shift == 0:
+                draws[:, 2:4] = 0
+            results = list(pool.map(one, batch, draws))
+            yield {
+                "images": _finish([r[0] for r in results], layout, dtype),
+                "targets": np.stack([r[1].targets for r in results]),
+                "weights": np.stack([r[1].weights for r in results]),
+                "crop_box": np.stack([r[1].crop_box for r in results]),
+                "pose": np.stack([rec.pose for rec in batch]),
+                "meta": np.stack([rec.meta for rec in batch]),
+                "draws": draws,
+            }
+    finally:
+        pool.shutdown(wait=False)
+
+
+def eval_batches(shard_dir, *, split: str = "test", batch_size: int, input_size: int = 227,
+                 extension: float = 2.0, layout: str = "NHWC", dtype: str = "float32", num_threads: int = 2,
+                 normalize_image: bool = True) -> Iterator[dict]:
+    """One pass in shard order, like ``dali.eval_batches`` (one rank): same keys, same pixel frames."""
+    info = split_info(shard_dir, split)
+    draws = codec.eval_draws(extension)
+    with ThreadPoolExecutor(max(1, num_threads)) as pool:
+        batch: list[shards.Record] = []
+        records = _records(info)
+        while True:
+            rec = next(records, None)
+            if rec is not None:
+                batch.append(rec)
+            if batch and (len(batch) == batch_size or rec is None):
+                results = list(pool.map(lambda r: crop_sample(
+                    r.jpeg, r.pose, draws, size=input_size, shift=0.0, flip_perm=info.flip_perm,
+                    normalize_image=normalize_image, where=f"{info.shard_dir}: record {r.key:08d}"), batch))
+                pose = np.stack([r.pose for r in batch]).astype(np.float64)
+                meta = np.stack([r.meta for r in batch]).astype(np.float64)
+                offset = meta[:, 4:6]
+                annotated = pose[:, :, 2] > 0.5
+                box = np.stack([g.crop_box for _, g in results]).astype(np.float64)
+                box[:, :2] += offset
+                yield {
+                    "images": _finish([im for im, _ in results], layout, dtype),
+                    "targets": np.stack([g.targets for _, g in results]),
+                    "weights": np.stack([g.weights for _, g in results]),
+                    "crop_box": box,
+                    "joints": np.where(annotated[..., None], pose[:, :, :2] + offset[:, None, :], np.nan),
+                    "visible": annotated & (pose[:, :, 3] > 0.5),
+                    "head_box": meta[:, :4] + np.concatenate([offset, offset], axis=1),
+                    "person_index": meta[:, 6].astype(np.int64),
+                    "image_id": meta[:, 7].astype(np.int64),
+                }
+                batch = []
+            if rec is None:
+                return
