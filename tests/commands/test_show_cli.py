@@ -1,0 +1,48 @@
+"""`deeppose-fast show`: a contact sheet PNG of training (or evaluation) crops with skeletons drawn,
+and one clear error line for a folder that is not a prepared data set."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from deeppose_fast.cli import main
+from deeppose_fast.pipeline import dots
+
+
+@pytest.fixture(scope="module")
+def dot_dir(tmp_path_factory):
+    return dots.make_dot_dataset(tmp_path_factory.mktemp("dots"), num_train=12, num_test=5, seed=2)
+
+
+def run(*args):
+    return CliRunner().invoke(main, ["show", *map(str, args)])
+
+
+def test_show_writes_a_contact_sheet(dot_dir, tmp_path):
+    out = tmp_path / "sheet.png"
+    r = run(dot_dir, "--out", out, "--count", 6, "--columns", 3, "--input-size", 64, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert str(out) in r.output
+    sheet = cv2.imread(str(out))
+    pad = 2  # viz.contact_sheet's default
+    assert sheet.shape == (2 * (64 + pad) + pad, 3 * (64 + pad) + pad, 3)
+    # skeleton sticks are drawn in viz's side colours: BGR red (right side) and blue (left side)
+    red = (np.abs(sheet.astype(int) - (40, 40, 230)).sum(-1) < 30).sum()
+    blue = (np.abs(sheet.astype(int) - (230, 120, 40)).sum(-1) < 30).sum()
+    assert red > 50 and blue > 50
+
+
+def test_show_eval_crops(dot_dir, tmp_path):
+    out = tmp_path / "eval.png"
+    r = run(dot_dir, "--split", "test", "--eval", 1.5, "--count", 8, "--input-size", 48, "--out", out,
+            "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert cv2.imread(str(out)).shape[1] == 8 * (48 + 2) + 2  # 5 people on one row of 8 columns
+
+
+def test_show_on_a_folder_that_is_not_prepared(tmp_path):
+    r = run(tmp_path / "nothing", "--device", "cpu")
+    assert r.exit_code == 1
+    assert "not prepared" in r.output and "Traceback" not in r.output
