@@ -11,6 +11,7 @@ from deeppose_fast import __version__
 # sub-command -> (module, one-line help shown by --help without importing the module)
 COMMANDS = {
     "prepare": ("deeppose_fast.commands.prepare", "Prepare a data set: parse, split, pack into shards."),
+    "show": ("deeppose_fast.commands.show", "Write a contact sheet of augmented training crops with skeletons."),
 }
 
 
