@@ -323,11 +323,15 @@ _PARTS = {
     "torso": (1, ("r_shoulder", "l_shoulder", "r_hip", "l_hip", "pelvis", "thorax")),
     "neck": (2, ("thorax", "upper_neck")),
     "head": (3, ("upper_neck", "head_top")),
-    "r_uarm": (4, ("r_shoulder", "r_elbow")), "r_farm": (5, ("r_elbow", "r_wrist")), "r_hand": (6, ("r_wrist",)),
-    "l_uarm": (7, ("l_shoulder", "l_elbow")), "l_farm": (8, ("l_elbow", "l_wrist")), "l_hand": (9, ("l_wrist",)),
+    "r_uarm": (4, ("r_shoulder", "r_elbow")), "r_farm": (5, ("r_elbow", "r_wrist")),
+    "r_hand": (6, ("r_wrist",)),
+    "l_uarm": (7, ("l_shoulder", "l_elbow")), "l_farm": (8, ("l_elbow", "l_wrist")),
+    "l_hand": (9, ("l_wrist",)),
     # the thighs' round caps overlap the pelvis point: that is not an occlusion
-    "r_thigh": (10, ("r_hip", "r_knee", "pelvis")), "r_shank": (11, ("r_knee", "r_ankle")), "r_foot": (12, ("r_ankle",)),
-    "l_thigh": (13, ("l_hip", "l_knee", "pelvis")), "l_shank": (14, ("l_knee", "l_ankle")), "l_foot": (15, ("l_ankle",)),
+    "r_thigh": (10, ("r_hip", "r_knee", "pelvis")), "r_shank": (11, ("r_knee", "r_ankle")),
+    "r_foot": (12, ("r_ankle",)),
+    "l_thigh": (13, ("l_hip", "l_knee", "pelvis")), "l_shank": (14, ("l_knee", "l_ankle")),
+    "l_foot": (15, ("l_ankle",)),
 }
 _OWN = [frozenset(lab for lab, owned in _PARTS.values() if name in owned) for name in _M.joint_names]
 
@@ -432,9 +436,11 @@ def _draw_person(cv: _Canvas, rng, body: _Body, scale: float, origin: np.ndarray
         for a, b, t, col, part in ((sh, el, w["uarm"], sleeve, "uarm"), (el, wr, w["farm"], sleeve, "farm"),
                                    (hp, kn, w["thigh"], leg, "thigh"), (kn, an, w["shank"], leg, "shank")):
             items.append((jz[[a, b]].mean() + 0.02,
-                          lambda a=a, b=b, t=t, col=col, part=part, s=s: _tube(cv, j2[a], j2[b], t, col, lab(f"{s}_{part}"), ow)))
+                          lambda a=a, b=b, t=t, col=col, part=part, s=s:
+                          _tube(cv, j2[a], j2[b], t, col, lab(f"{s}_{part}"), ow)))
         items.append((body.hands[k][2] + 0.02,
-                      lambda hand=hand, s=s: cv.circle(hand, w["hand"], tuple(skin), tuple(skin * 0.35), lab(f"{s}_hand"), ow)))
+                      lambda hand=hand, s=s:
+                      cv.circle(hand, w["hand"], tuple(skin), tuple(skin * 0.35), lab(f"{s}_hand"), ow)))
         # the foot goes just under its shank: the shoe's cap would cover the ankle point otherwise
         items.append((jz[[kn, an]].mean() + 0.02 - 1e-4, lambda an=an, foot=foot, s=s: cv.line(
             j2[an], foot, w["foot"], tuple(shoe), tuple(shoe * 0.35), lab(f"{s}_foot"), ow)))
@@ -524,7 +530,7 @@ def render_scene(rng: np.random.Generator, width: int, height: int, num_people: 
             target = joints[rng.integers(_K)]
             _occluder(cv, rng, target + rng.normal(0, 0.05 * scale, 2), scale * rng.uniform(0.15, 0.4))
         in_frame = (joints[:, 0] >= 0) & (joints[:, 0] < width) & (joints[:, 1] >= 0) & (joints[:, 1] < height)
-        people.append(dict(joints=joints, in_frame=in_frame, pid=pid + 1, scale=scale, rng_box=_head_box(rng, joints)))
+        people.append(dict(joints=joints, in_frame=in_frame, pid=pid + 1, scale=scale, head_box=_head_box(rng, joints)))
 
     result = []
     for p in people:
@@ -534,9 +540,11 @@ def render_scene(rng: np.random.Generator, width: int, height: int, num_people: 
             lab = cv.label[int(joints[k, 1]), int(joints[k, 0])]
             visible[k] = lab // 32 == p["pid"] and lab % 32 in _OWN[k]
         xs, ys = joints[:, 0], joints[:, 1]
-        objpos = np.array([(xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2]) + rng.normal(0, 0.03 * p["scale"], 2)
+        objpos = np.array([(xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2])
+        objpos += rng.normal(0, 0.03 * p["scale"], 2)
         result.append(Person(joints=joints.astype(np.float32), visible=visible, in_frame=in_frame,
-                             head_box=p["rng_box"], scale=float(p["scale"] * 1.05 / 200), objpos=objpos.astype(np.float32)))
+                             head_box=p["head_box"], scale=float(p["scale"] * 1.05 / 200),
+                             objpos=objpos.astype(np.float32)))
     return Scene(image=cv.image, background=background, people=result, label=cv.label)
 
 

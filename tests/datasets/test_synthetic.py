@@ -135,7 +135,8 @@ def test_lsp_layout(synthetic_lsp_dir):
     joints = scipy.io.loadmat(synthetic_lsp_dir / "joints.mat")["joints"]
     n = 12
     assert joints.shape == (3, 14, n)
-    assert sorted(p.name for p in (synthetic_lsp_dir / "images").iterdir()) == [f"im{i:04d}.jpg" for i in range(1, n + 1)]
+    names = sorted(p.name for p in (synthetic_lsp_dir / "images").iterdir())
+    assert names == [f"im{i:04d}.jpg" for i in range(1, n + 1)]
     # rows x, y (1-based: continuous + 0.5), flag = 1 - visible ("occluded")
     np.testing.assert_allclose(joints[0].T, truth.joints[..., 0] + 0.5, atol=1e-4)
     np.testing.assert_allclose(joints[1].T, truth.joints[..., 1] + 0.5, atol=1e-4)
