@@ -193,3 +193,32 @@ def test_truncated_shard_gives_a_clear_error(dot_dir, tmp_path):
     tar.write_bytes(data[: len(data) // 3])
     with pytest.raises(dali.PipelineError, match=str(out)):
         list(dali.eval_batches(out, batch_size=4, input_size=32, device="cpu"))
+
+
+_RSS_SCRIPT = """
+import resource, sys
+from deeppose_fast.pipeline import dali
+it = dali.train_batches(sys.argv[1], batch_size=32, device="cpu")
+rss = []
+for i in range(60):
+    next(it)
+    if i in (14, 59):
+        rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(rss[0], rss[1])
+"""
+
+
+def test_training_streams_without_growing_memory(tmp_path):
+    """Memory: 60 batches of 32 (8 epochs of 240 people, 640 x 480 JPEGs) in a fresh process; the peak RSS
+    stays far below 1.5 GB and stops growing once the pipeline is warm (no image cache)."""
+    import subprocess
+    import sys
+
+    data = dots.make_dot_dataset(tmp_path / "big", num_train=240, height=(440, 520), width=(600, 680),
+                                 records_per_shard=60, seed=9)
+    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(data)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    warm, end = map(float, out.stdout.split()[-2:])
+    assert end < 1500, (warm, end)
+    assert end - warm < 64, (warm, end)  # MiB
