@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import shutil
 import tarfile
 import threading
@@ -327,3 +328,47 @@ def test_file_level_errors(tmp_path, synthetic_lsp_dir):
     with pytest.raises(DatasetError, match=str(root / "joints.mat")):
         P.prepare("lsp", tmp_path / "out", source=[root], progress=False)
     assert not list((tmp_path / "out").glob("*.tar"))
+
+
+def _struct(rows, fields):
+    arr = np.zeros((1, len(rows)), dtype=[(f, object) for f in fields])
+    for i, row in enumerate(rows):
+        for f in fields:
+            arr[0, i][f] = row.get(f, np.zeros((0, 0)))
+    return arr
+
+
+def test_real_mpii_photos(tmp_path, mpii_sample_dir):
+    """The five real MPII photos (1280 x 720 and 854 x 480) with their joints, written as MPII's .mat
+    (the fixture's joints are 0-based pixel indices, i.e. MATLAB's minus 1)."""
+    people = json.loads((mpii_sample_dir / "test_mpii.json").read_text())
+    root = tmp_path / "mpii"
+    (root / "images").mkdir(parents=True)
+    annolist = []
+    for p in people:
+        (root / "images" / p["image"]).symlink_to(mpii_sample_dir / p["image"])
+        pts = [{"id": float(j), "x": x + 1.0, "y": y + 1.0, "is_visible": 1.0}
+               for j, ((x, y), v) in enumerate(zip(p["joints"], p["joints_vis"])) if v]
+        rect = {"x1": 1.0, "y1": 1.0, "x2": 2.0, "y2": 2.0,
+                "annopoints": _struct([{"point": _struct(pts, ("id", "x", "y", "is_visible"))}], ("point",))}
+        annolist.append({"image": _struct([{"name": p["image"]}], ("name",)),
+                         "annorect": _struct([rect], ("x1", "y1", "x2", "y2", "annopoints"))})
+    release = _struct([{"annolist": _struct(annolist, ("image", "annorect")),
+                        "img_train": np.ones((1, len(people)))}], ("annolist", "img_train"))
+    scipy.io.savemat(str(root / "mpii_human_pose_v1_u12_1.mat"), {"RELEASE": release})
+    out = tmp_path / "out"
+    with pytest.warns(DatasetWarning, match="too few"):
+        manifest = P.prepare("mpii", out, source=[root], workers=1, progress=False)
+    full = [p for p in people if all(p["joints_vis"])]
+    assert manifest["num_people"] == len(full) == 3
+    records = {**load_split(out, "train"), **load_split(out, "test")}
+    for i, p in enumerate(full):
+        rec = records[i]
+        np.testing.assert_allclose(source_coords(rec)[0], np.array(p["joints"]) + 0.5, atol=1e-3)
+        crop = cv2.imdecode(np.frombuffer(rec.jpeg, np.uint8), cv2.IMREAD_COLOR)
+        x0, y0 = int(rec.meta[4]), int(rec.meta[5])
+        photo = cv2.imread(str(mpii_sample_dir / p["image"]))
+        ref = photo[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]]
+        assert crop.shape == ref.shape and np.abs(crop.astype(int) - ref).mean() < 3.0
+        inside = (rec.pose[:, 0] >= 0) & (rec.pose[:, 0] <= crop.shape[1]) & (rec.pose[:, 1] <= crop.shape[0])
+        assert inside.all()
