@@ -50,6 +50,9 @@ SKIP_MISSING_IMAGE = "missing image"
 SKIP_CORRUPT_IMAGE = "corrupt or truncated image"
 SKIP_OUTSIDE = "no annotated joint inside the image"
 WARN_OUTSIDE = "annotated joints outside the image (kept)"
+# DALI's decoders rotate by EXIF orientation unless adjust_orientation=False; annotations refer to the
+# stored pixel grid. Pre-crops are re-encoded without EXIF, original bytes keep it.
+WARN_EXIF = "original JPEGs with an EXIF orientation tag (decode them with adjust_orientation=False)"
 MIN_ASPECT = 0.25  # as codec.MIN_ASPECT: degenerate boxes are widened the same way
 MIN_SIDE = 1.0
 
@@ -140,6 +143,31 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
     raise ValueError("truncated JPEG (no frame header)")
 
 
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation tag (1..8) of a JPEG's APP1 segment, 1 when there is none or it is unreadable."""
+    i, n = 2, len(data)
+    while i + 4 <= n and data[i] == 0xFF:
+        marker = data[i + 1]
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker == 0xDA:
+            break
+        if marker == 0xE1 and data[i + 4:i + 10] == b"Exif\0\0":
+            tiff = data[i + 10:i + 2 + length]
+            order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+            if order is None or len(tiff) < 8:
+                return 1
+            ifd = int.from_bytes(tiff[4:8], order)
+            count = int.from_bytes(tiff[ifd:ifd + 2], order) if ifd + 2 <= len(tiff) else 0
+            for e in range(count):
+                entry = tiff[ifd + 2 + 12 * e: ifd + 14 + 12 * e]
+                if len(entry) == 12 and int.from_bytes(entry[:2], order) == 0x0112:
+                    value = int.from_bytes(entry[8:10], order)
+                    return value if 1 <= value <= 8 else 1
+            return 1
+        i += 2 + length
+    return 1
+
+
 def check_jpeg(data: bytes) -> tuple[int, int]:
     """``(width, height)`` of a complete JPEG; ValueError if it is not one or is truncated. Entropy-coded
     data never holds FF D9 (0xFF is stuffed), so a complete file has an end-of-image marker after its
@@ -156,6 +184,7 @@ class _Outcome:
     records: list  # (person index, jpeg bytes, pose (K, 4), meta (8,))
     skipped: dict
     outside: int  # annotated joints outside the image, over the kept people
+    rotated: int = 0  # 1 if original bytes with an EXIF orientation other than 1 were stored
 
 
 def _process_image(path: str, people: np.ndarray, data: PoseData, rule: PrecropRule) -> _Outcome:
@@ -207,7 +236,8 @@ def _process_image(path: str, people: np.ndarray, data: PoseData, rule: PrecropR
         head = data.head_box[p] - np.array([x0, y0, x0, y0], np.float32)
         meta = np.array([*head, x0, y0, p, data.image_ids[p]], np.float32)
         records.append((int(p), jpeg, pose, meta))
-    return _Outcome(records, skipped, outside)
+    rotated = int(not rule.enabled and bool(records) and exif_orientation(raw) != 1)
+    return _Outcome(records, skipped, outside, rotated)
 
 
 def _image_groups(data: PoseData):
@@ -234,7 +264,7 @@ def pack(data: PoseData, out: str | os.PathLike, *, rule: PrecropRule = PrecropR
                 *out.glob("test-*.idx")]:
         old.unlink()
     skipped: dict[str, int] = {}
-    outside = 0
+    outside = rotated = 0
     window = max(1, 4 * workers)
     with contextlib.ExitStack() as stack:
         writers = {s: stack.enter_context(shards.ShardWriter(out, s, records_per_shard)) for s in ("train", "test")}
@@ -246,13 +276,14 @@ def pack(data: PoseData, out: str | os.PathLike, *, rule: PrecropRule = PrecropR
         groups = _image_groups(data)
 
         def drain_one():
-            nonlocal outside
+            nonlocal outside, rotated
             result = pending.popleft().result()
             for p, jpeg, pose, meta in result.records:
                 writers[data.split[p]].write(p, jpeg, pose, meta)
             for reason, count in result.skipped.items():
                 skipped[reason] = skipped.get(reason, 0) + count
             outside += result.outside
+            rotated += result.rotated
             bar.update(len(result.records) + sum(result.skipped.values()))
 
         for path, people in groups:
@@ -263,7 +294,8 @@ def pack(data: PoseData, out: str | os.PathLike, *, rule: PrecropRule = PrecropR
             drain_one()
     # the writers closed their last shards on leaving the block
     splits = {s: w.summary() for s, w in writers.items()}
-    return {"splits": splits, "skipped": skipped, "warnings": {WARN_OUTSIDE: outside} if outside else {}}
+    notes = {WARN_OUTSIDE: outside, WARN_EXIF: rotated}
+    return {"splits": splits, "skipped": skipped, "warnings": {k: v for k, v in notes.items() if v}}
 
 
 # sources -------------------------------------------------------------------------------------------

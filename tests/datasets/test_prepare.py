@@ -372,3 +372,41 @@ def test_real_mpii_photos(tmp_path, mpii_sample_dir):
         assert crop.shape == ref.shape and np.abs(crop.astype(int) - ref).mean() < 3.0
         inside = (rec.pose[:, 0] >= 0) & (rec.pose[:, 0] <= crop.shape[1]) & (rec.pose[:, 1] <= crop.shape[0])
         assert inside.all()
+
+
+def with_exif_orientation(jpeg: bytes, value: int, order: str = "big") -> bytes:
+    """Insert an APP1 Exif segment holding only the orientation tag (0x0112, SHORT) after SOI."""
+    bo = (lambda v, n: v.to_bytes(n, order))
+    tiff = (b"MM" if order == "big" else b"II") + bo(42, 2) + bo(8, 4) + bo(1, 2) \
+        + bo(0x0112, 2) + bo(3, 2) + bo(1, 4) + bo(value, 2) + b"\0\0" + bo(0, 4)
+    body = b"Exif\0\0" + tiff
+    return jpeg[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
+
+
+def test_exif_orientation(tmp_path):
+    rng = np.random.default_rng(4)
+    img = np.zeros((60, 90, 3), np.uint8)
+    img[:, :45] = 255  # left half white: a rotation would show
+    plain = cv2.imencode(".jpg", img)[1].tobytes()
+    assert P.exif_orientation(plain) == 1
+    assert P.exif_orientation(with_exif_orientation(plain, 6)) == 6
+    assert P.exif_orientation(with_exif_orientation(plain, 3, "little")) == 3
+    assert P.check_jpeg(with_exif_orientation(plain, 6)) == (90, 60)
+    folder = tmp_path / "lsp"
+    (folder / "images").mkdir(parents=True)
+    xy = np.stack([rng.uniform(20, 70, (2, 14)), rng.uniform(15, 45, (2, 14))], -1)
+    scipy.io.savemat(str(folder / "joints.mat"),
+                     {"joints": np.concatenate([xy, np.zeros((2, 14, 1))], -1).transpose(2, 1, 0)})
+    for i in range(2):
+        (folder / "images" / f"im{i + 1:04d}.jpg").write_bytes(with_exif_orientation(plain, 6))
+    with pytest.warns(DatasetWarning, match="EXIF orientation"):
+        manifest = P.prepare("lsp", tmp_path / "orig", source=[folder], rule=P.PrecropRule(enabled=False),
+                             progress=False)
+    assert manifest["warnings"] == {P.WARN_EXIF: 2}
+    manifest = P.prepare("lsp", tmp_path / "pre", source=[folder], progress=False)
+    assert manifest["warnings"] == {}
+    rec = next(shards.iter_records(tmp_path / "pre", "train"))
+    crop = cv2.imdecode(np.frombuffer(rec.jpeg, np.uint8), cv2.IMREAD_COLOR)
+    x0, y0 = int(rec.meta[4]), int(rec.meta[5])
+    # the stored pixel grid, not the EXIF-rotated one
+    assert np.abs(crop.astype(int) - img[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]]).mean() < 3
