@@ -51,6 +51,8 @@ def _ratio(correct: np.ndarray, total: np.ndarray) -> np.ndarray:
 
 def _mean_defined(values) -> float:
     """Unweighted mean of the non-NaN values; NaN if there are none."""
+    if isinstance(values, np.ndarray):
+        values = values.tolist()  # Python floats: far cheaper to loop over than NumPy scalars
     vals = [v for v in values if not math.isnan(v)]
     return float(sum(vals) / len(vals)) if vals else math.nan
 

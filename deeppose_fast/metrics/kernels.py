@@ -38,102 +38,133 @@ _NO_NORM = np.zeros(0, dtype=np.float64)
 _NO_STICKS = np.zeros((0, 4), dtype=np.int64)
 
 
+#: below this many people the single-threaded kernel runs (no thread-pool wake-up)
+PARALLEL_MIN_PEOPLE = 20_000
+
+
 def num_chunks(n: int) -> int:
-    """Work items for ``prange``: a few per thread (load balance), never more than people."""
-    return max(1, min(n, 8 * numba.get_num_threads()))
+    """Work items for ``prange``: a few per thread (load balance on a shared machine), at most n."""
+    return max(1, min(n, 4 * numba.get_num_threads()))
 
 
 @njit(cache=True)
-def _first_at_least(sorted_values, x):
-    """Index of the first element >= x (``np.searchsorted(..., side='left')``); len if none."""
-    lo = 0
-    hi = sorted_values.shape[0]
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if sorted_values[mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+def _grid_bin(curve, t0, inv_step, x):
+    """Index of the first ``curve`` element >= x (``np.searchsorted(curve, x, 'left')``), len if none.
+
+    Guesses the index from a uniform grid (``t0``, ``1 / step``) and walks to the exact answer, so it is
+    exact for any increasing ``curve`` and O(1) for the usual 0:0.01:0.5; a binary search here cost more
+    than the rest of the kernel (its branches are unpredictable)."""
+    t = curve.shape[0]
+    g = (x - t0) * inv_step
+    if not g > 0.0:  # also NaN (inf * 0 with a one-threshold grid): start at 0, the walk finds the end
+        b = 0
+    elif g >= t:
+        b = t
+    else:
+        b = int(math.ceil(g))
+    while b > 0 and curve[b - 1] >= x:
+        b -= 1
+    while b < t and curve[b] < x:
+        b += 1
+    return b
+
+
+@njit(cache=True)
+def _accumulate(pred, gt, visible, norm, threshold, curve, inv_step, sticks, alpha, lo, hi, c,
+                pck_ok, pck_n, hist, excluded, strict, relaxed, stick_n):
+    """Add the counts of people [lo, hi) to row c of the accumulators (see ``_fused_parallel``)."""
+    k = gt.shape[1]
+    s = sticks.shape[0]
+    use_mask = visible.shape[0] != 0
+    do_pck = norm.shape[0] != 0
+    t0 = curve[0]
+    dist = np.empty(k, np.float64)
+    ev = np.empty(k, np.bool_)
+    for i in range(lo, hi):
+        for j in range(k):
+            gx = np.float64(gt[i, j, 0])
+            gy = np.float64(gt[i, j, 1])
+            ok = not (math.isnan(gx) or math.isnan(gy))
+            if use_mask:
+                ok = ok and visible[i, j]
+            ev[j] = ok
+            if ok:
+                dx = np.float64(pred[i, j, 0]) - gx
+                dy = np.float64(pred[i, j, 1]) - gy
+                d = math.sqrt(dx * dx + dy * dy)
+                dist[j] = math.inf if math.isnan(d) else d
+        if do_pck:
+            nv = norm[i]
+            if nv > 0.0 and nv < math.inf:
+                for j in range(k):
+                    if ev[j]:
+                        e = dist[j] / nv
+                        pck_n[c, j] += 1
+                        pck_ok[c, j] += e <= threshold
+                        hist[c, j, _grid_bin(curve, t0, inv_step, e)] += 1
+            else:
+                excluded[c] += 1
+        for q in range(s):
+            a0 = sticks[q, 0]
+            a1 = sticks[q, 1]
+            b0 = sticks[q, 2]
+            b1 = sticks[q, 3]
+            if not (ev[a0] and ev[a1] and ev[b0] and ev[b1]):
+                continue
+            gax = 0.5 * (np.float64(gt[i, a0, 0]) + np.float64(gt[i, a1, 0]))
+            gay = 0.5 * (np.float64(gt[i, a0, 1]) + np.float64(gt[i, a1, 1]))
+            gbx = 0.5 * (np.float64(gt[i, b0, 0]) + np.float64(gt[i, b1, 0]))
+            gby = 0.5 * (np.float64(gt[i, b0, 1]) + np.float64(gt[i, b1, 1]))
+            dax = 0.5 * (np.float64(pred[i, a0, 0]) + np.float64(pred[i, a1, 0])) - gax
+            day = 0.5 * (np.float64(pred[i, a0, 1]) + np.float64(pred[i, a1, 1])) - gay
+            dbx = 0.5 * (np.float64(pred[i, b0, 0]) + np.float64(pred[i, b1, 0])) - gbx
+            dby = 0.5 * (np.float64(pred[i, b0, 1]) + np.float64(pred[i, b1, 1])) - gby
+            ea = math.sqrt(dax * dax + day * day)
+            eb = math.sqrt(dbx * dbx + dby * dby)
+            if math.isnan(ea):
+                ea = math.inf
+            if math.isnan(eb):
+                eb = math.inf
+            lx = gax - gbx
+            ly = gay - gby
+            limit = alpha * math.sqrt(lx * lx + ly * ly)
+            stick_n[c, q] += 1
+            strict[c, q] += (ea <= limit) & (eb <= limit)
+            relaxed[c, q] += 0.5 * (ea + eb) <= limit
+
+
+@njit(cache=True)
+def _alloc(n_chunks, k, t, s):
+    return (np.zeros((n_chunks, k), np.int64), np.zeros((n_chunks, k), np.int64),
+            np.zeros((n_chunks, k, t + 1), np.int64), np.zeros(n_chunks, np.int64),
+            np.zeros((n_chunks, s), np.int64), np.zeros((n_chunks, s), np.int64),
+            np.zeros((n_chunks, s), np.int64))
 
 
 @njit(cache=True, parallel=True)
-def _fused_kernel(pred, gt, visible, norm, threshold, curve, sticks, alpha, n_chunks):
+def _fused_parallel(pred, gt, visible, norm, threshold, curve, inv_step, sticks, alpha, n_chunks):
     """Per-chunk counts. pred, gt (N, K, 2); visible (N, K) or (0, 0); norm (N,) or (0,) for no PCK;
-    curve (T,) sorted; sticks (S, 4). Returns (C, K), (C, K), (C, K, T + 1) histogram, (C,), (C, S) x 3."""
+    curve (T,) increasing; sticks (S, 4). Returns pck_ok (C, K), pck_n (C, K), hist (C, K, T + 1),
+    excluded (C,), strict, relaxed, stick_n (C, S); hist[.., b] counts errors in (curve[b-1], curve[b]]."""
     n = gt.shape[0]
-    k = gt.shape[1]
-    s = sticks.shape[0]
-    t = curve.shape[0]
-    use_mask = visible.shape[0] != 0
-    do_pck = norm.shape[0] != 0
-    pck_ok = np.zeros((n_chunks, k), np.int64)
-    pck_n = np.zeros((n_chunks, k), np.int64)
-    hist = np.zeros((n_chunks, k, t + 1), np.int64)
-    excluded = np.zeros(n_chunks, np.int64)
-    strict = np.zeros((n_chunks, s), np.int64)
-    relaxed = np.zeros((n_chunks, s), np.int64)
-    stick_n = np.zeros((n_chunks, s), np.int64)
+    acc = _alloc(n_chunks, gt.shape[1], curve.shape[0], sticks.shape[0])
+    pck_ok, pck_n, hist, excluded, strict, relaxed, stick_n = acc
     for c in prange(n_chunks):
-        lo = c * n // n_chunks
-        hi = (c + 1) * n // n_chunks
-        dist = np.empty(k, np.float64)
-        ev = np.empty(k, np.bool_)
-        for i in range(lo, hi):
-            for j in range(k):
-                gx = np.float64(gt[i, j, 0])
-                gy = np.float64(gt[i, j, 1])
-                ok = not (math.isnan(gx) or math.isnan(gy))
-                if use_mask:
-                    ok = ok and visible[i, j]
-                ev[j] = ok
-                if ok:
-                    dx = np.float64(pred[i, j, 0]) - gx
-                    dy = np.float64(pred[i, j, 1]) - gy
-                    d = math.sqrt(dx * dx + dy * dy)
-                    dist[j] = math.inf if math.isnan(d) else d
-            if do_pck:
-                nv = norm[i]
-                if nv > 0.0 and nv < math.inf:
-                    for j in range(k):
-                        if ev[j]:
-                            e = dist[j] / nv
-                            pck_n[c, j] += 1
-                            if e <= threshold:
-                                pck_ok[c, j] += 1
-                            hist[c, j, _first_at_least(curve, e)] += 1
-                else:
-                    excluded[c] += 1
-            for q in range(s):
-                a0 = sticks[q, 0]
-                a1 = sticks[q, 1]
-                b0 = sticks[q, 2]
-                b1 = sticks[q, 3]
-                if not (ev[a0] and ev[a1] and ev[b0] and ev[b1]):
-                    continue
-                gax = 0.5 * (np.float64(gt[i, a0, 0]) + np.float64(gt[i, a1, 0]))
-                gay = 0.5 * (np.float64(gt[i, a0, 1]) + np.float64(gt[i, a1, 1]))
-                gbx = 0.5 * (np.float64(gt[i, b0, 0]) + np.float64(gt[i, b1, 0]))
-                gby = 0.5 * (np.float64(gt[i, b0, 1]) + np.float64(gt[i, b1, 1]))
-                dax = 0.5 * (np.float64(pred[i, a0, 0]) + np.float64(pred[i, a1, 0])) - gax
-                day = 0.5 * (np.float64(pred[i, a0, 1]) + np.float64(pred[i, a1, 1])) - gay
-                dbx = 0.5 * (np.float64(pred[i, b0, 0]) + np.float64(pred[i, b1, 0])) - gbx
-                dby = 0.5 * (np.float64(pred[i, b0, 1]) + np.float64(pred[i, b1, 1])) - gby
-                ea = math.sqrt(dax * dax + day * day)
-                eb = math.sqrt(dbx * dbx + dby * dby)
-                if math.isnan(ea):
-                    ea = math.inf
-                if math.isnan(eb):
-                    eb = math.inf
-                lx = gax - gbx
-                ly = gay - gby
-                limit = alpha * math.sqrt(lx * lx + ly * ly)
-                stick_n[c, q] += 1
-                if ea <= limit and eb <= limit:
-                    strict[c, q] += 1
-                if 0.5 * (ea + eb) <= limit:
-                    relaxed[c, q] += 1
-    return pck_ok, pck_n, hist, excluded, strict, relaxed, stick_n
+        _accumulate(pred, gt, visible, norm, threshold, curve, inv_step, sticks, alpha,
+                    c * n // n_chunks, (c + 1) * n // n_chunks, c,
+                    pck_ok, pck_n, hist, excluded, strict, relaxed, stick_n)
+    return acc
+
+
+@njit(cache=True)
+def _fused_serial(pred, gt, visible, norm, threshold, curve, inv_step, sticks, alpha):
+    """``_fused_parallel`` with one chunk and no thread pool: waking the pool costs more than small
+    inputs take (tens of ms on a busy 2-core machine with the OpenMP layer)."""
+    acc = _alloc(1, gt.shape[1], curve.shape[0], sticks.shape[0])
+    pck_ok, pck_n, hist, excluded, strict, relaxed, stick_n = acc
+    _accumulate(pred, gt, visible, norm, threshold, curve, inv_step, sticks, alpha, 0, gt.shape[0], 0,
+                pck_ok, pck_n, hist, excluded, strict, relaxed, stick_n)
+    return acc
 
 
 @njit(cache=True, parallel=True)
@@ -228,9 +259,14 @@ def fused_stats(pred, gt, visible, norm, threshold, curve, sticks, alpha) -> Sta
         sticks: (S, 4) int64 from ``protocols.stick_array``, or None to skip PCP. alpha: PCP threshold.
     """
     n = gt.shape[0]
-    ok, tot, hist, excl, strict, relaxed, stick_n = _fused_kernel(
-        pred, gt, _NO_MASK if visible is None else visible, _NO_NORM if norm is None else norm,
-        float(threshold), curve, _NO_STICKS if sticks is None else sticks, float(alpha), num_chunks(n))
+    inv_step = (curve.shape[0] - 1) / (curve[-1] - curve[0]) if curve.shape[0] > 1 else 0.0
+    args = (pred, gt, _NO_MASK if visible is None else visible, _NO_NORM if norm is None else norm,
+            float(threshold), curve, float(inv_step), _NO_STICKS if sticks is None else sticks, float(alpha))
+    if n < PARALLEL_MIN_PEOPLE or numba.get_num_threads() == 1:
+        acc = _fused_serial(*args)
+    else:
+        acc = _fused_parallel(*args, num_chunks(n))
+    ok, tot, hist, excl, strict, relaxed, stick_n = acc
     # hist[..., b] counts errors in (curve[b-1], curve[b]]: the cumulative sum is "<= curve[b]"
     curve_correct = np.cumsum(hist.sum(axis=0), axis=1)[:, :-1]
     return Stats(pck_correct=ok.sum(axis=0), pck_total=tot.sum(axis=0),

@@ -15,7 +15,24 @@ import pytest
 from deeppose_fast import skeleton
 from deeppose_fast.metrics import kernels, numpy_ref, protocols
 
-BACKENDS = {"numba": kernels, "numpy": numpy_ref}
+
+
+class _ParallelKernels:
+    """``kernels`` with the multi-threaded path forced even for a handful of people."""
+
+    def __getattr__(self, name):
+        return getattr(kernels, name)
+
+    def fused_stats(self, *args):
+        old = kernels.PARALLEL_MIN_PEOPLE
+        kernels.PARALLEL_MIN_PEOPLE = 0
+        try:
+            return kernels.fused_stats(*args)
+        finally:
+            kernels.PARALLEL_MIN_PEOPLE = old
+
+
+BACKENDS = {"numba": kernels, "numba-parallel": _ParallelKernels(), "numpy": numpy_ref}
 REPO = Path(__file__).resolve().parents[2]
 CURVE = protocols.CURVE_THRESHOLDS
 
@@ -230,6 +247,18 @@ def test_random_agreement_with_loop_reference(n, k, dtype, seed):
         assert_stats_equal(impl.fused_stats(pred, gt, visible, norm, thr, CURVE, sticks, alpha), ref)
 
 
+@pytest.mark.parametrize("curve", [np.array([0.5]), np.array([0.0, 0.05, 0.3, 0.31, 0.5, 2.0]),
+                                   np.array([0.2, 0.21])])
+def test_any_increasing_curve_grid(curve):
+    # one threshold (the grid step is undefined), an irregular grid, a grid not starting at 0; with misses
+    rng = np.random.default_rng(9)
+    pred, gt, visible, norm = random_case(rng, 200, 14, np.float64)
+    ref = loop_counts(pred, gt, visible, norm, 0.5, curve.tolist(), [], 0.5)
+    for impl in BACKENDS.values():
+        st = impl.fused_stats(pred, gt, visible, norm, 0.5, curve, None, 0.5)
+        np.testing.assert_array_equal(st.curve_correct, ref["curve_correct"])
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_backends_bit_identical_on_ties(seed):
     # integer coordinates and normalisers put many errors exactly on thresholds
@@ -237,7 +266,8 @@ def test_backends_bit_identical_on_ties(seed):
     n = int(rng.integers(1, 3000))
     pred, gt, visible, norm = random_case(rng, n, 16, np.float64, integer=True)
     sticks = protocols.stick_array(skeleton.MPII)
-    a = kernels.fused_stats(pred, gt, visible, norm, 0.5, CURVE, sticks, 0.5)
+    a = BACKENDS["numba-parallel" if seed % 2 else "numba"].fused_stats(pred, gt, visible, norm, 0.5, CURVE,
+                                                                        sticks, 0.5)
     b = numpy_ref.fused_stats(pred, gt, visible, norm, 0.5, CURVE, sticks, 0.5)
     for name in ("pck_correct", "pck_total", "curve_correct", "pcp_strict", "pcp_relaxed", "pcp_total"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
@@ -247,37 +277,38 @@ def test_backends_bit_identical_on_ties(seed):
 
 
 def test_small_n_and_many_threads_do_not_race():
-    # more chunks than people never happens (num_chunks caps at n); each n from 1 to 20 sums correctly
+    # the parallel path on 1 to 20 people: num_chunks caps at n, and every chunk's counts are summed
     rng = np.random.default_rng(7)
     sticks = protocols.stick_array(skeleton.LSP)
     for n in range(1, 21):
         assert 1 <= kernels.num_chunks(n) <= n
         pred, gt, visible, norm = random_case(rng, n, 14, np.float64)
         ref = numpy_ref.fused_stats(pred, gt, visible, norm, 0.5, CURVE, sticks, 0.5)
-        got = kernels.fused_stats(pred, gt, visible, norm, 0.5, CURVE, sticks, 0.5)
+        got = BACKENDS["numba-parallel"].fused_stats(pred, gt, visible, norm, 0.5, CURVE, sticks, 0.5)
         for name in ("pck_correct", "pck_total", "curve_correct", "pcp_strict", "pcp_total"):
             np.testing.assert_array_equal(getattr(got, name), getattr(ref, name))
 
 
-def test_fresh_process_loads_kernels_from_cache(tmp_path):
-    # run twice in fresh processes with a private cache folder: the first compiles and writes the cache,
-    # the second must load every specialisation from it (no compilation)
+def test_fresh_process_loads_kernels_from_cache():
+    # compile (or load) both kernels here, which writes the on-disk cache (in __pycache__ beside
+    # kernels.py, or wherever NUMBA_CACHE_DIR points); a fresh process must then load them, not compile
     code = (
         "import numpy as np\n"
         "from deeppose_fast.metrics import kernels, protocols\n"
         "from deeppose_fast import skeleton\n"
         "g = np.zeros((3, 14, 2)); p = g + 1.0\n"
-        "kernels.fused_stats(p, g, None, np.ones(3), 0.5, protocols.CURVE_THRESHOLDS,\n"
-        "                    protocols.stick_array(skeleton.LSP), 0.5)\n"
-        "s = kernels._fused_kernel.stats\n"
-        "print(sum(s.cache_hits.values()), sum(s.cache_misses.values()))\n")
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), PYTHONPATH=str(REPO))
-    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO)
-            for _ in range(2)]
-    for r in runs:
-        assert r.returncode == 0, r.stderr
-    hits1, misses1 = map(int, runs[0].stdout.split())
-    hits2, misses2 = map(int, runs[1].stdout.split())
-    assert (hits1, misses1) == (0, 1)
-    assert (hits2, misses2) == (1, 0)
-    assert any(tmp_path.rglob("*.nbi")), "no Numba index file was written"
+        "for minimum in (10**9, 0):  # the single-threaded kernel, then the parallel one\n"
+        "    kernels.PARALLEL_MIN_PEOPLE = minimum\n"
+        "    kernels.fused_stats(p, g, None, np.ones(3), 0.5, protocols.CURVE_THRESHOLDS,\n"
+        "                        protocols.stick_array(skeleton.LSP), 0.5)\n"
+        "s = [kernels._fused_serial.stats, kernels._fused_parallel.stats]\n"
+        "print(sum(sum(x.cache_hits.values()) for x in s), sum(sum(x.cache_misses.values()) for x in s))\n")
+    here = dict(BACKENDS)
+    g = np.zeros((3, 14, 2))
+    for impl in (here["numba"], here["numba-parallel"]):
+        impl.fused_stats(g + 1.0, g, None, np.ones(3), 0.5, CURVE, protocols.stick_array(skeleton.LSP), 0.5)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    hits, misses = map(int, run.stdout.split())
+    assert (hits, misses) == (2, 0)
