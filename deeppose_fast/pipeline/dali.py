@@ -149,12 +149,14 @@ def _crop(jpegs, pose, draws, *, info: SplitInfo, size: int, shift: float, devic
     return images, targets, weights, crop_box
 
 
-def _reader(info: SplitInfo, **kwargs):
+def _reader(info: SplitInfo, use_mmap: bool = False, **kwargs):
     from nvidia.dali import fn, types
+    # Plain reads by default: mapped tar pages count in the process's RSS, so over an epoch of a large
+    # data set an mmap reader's RSS grows with the data set (plain reads only fill the page cache).
     jpegs, pose, meta = fn.readers.webdataset(
         paths=info.tars, index_paths=info.indices, ext=["jpg", "pose.npy", "meta.npy"],
         dtypes=[types.UINT8, types.UINT8, types.UINT8], missing_component_behavior="error", name=READER,
-        **kwargs)
+        dont_use_mmap=not use_mmap, **kwargs)
     return jpegs, fn.decoders.numpy(pose), fn.decoders.numpy(meta)
 
 
@@ -164,14 +166,15 @@ def build_train_pipeline(shard_dir, *, batch_size: int, input_size: int = 227, e
                          device: str = "auto", layout: str = "NHWC", dtype: str = "float32",
                          num_threads: int = 2, split: str = "train", device_id: int | None = None,
                          normalize: bool = True, swap_labels: bool = True, shuffle_buffer: int = 1024,
-                         extras: bool = False):
+                         use_mmap: bool = False, extras: bool = False):
     """The training pipeline (not built). Outputs ``images, targets, weights`` and, with ``extras``, also
     ``crop_box (B, 4)`` (JPEG frame), ``pose (B, K, 4)``, ``meta (B, 8)`` and ``draws (B, 7)`` (the random
     draws, ``codec.DRAW_FIELDS``).
 
     Shuffling: the shard order is reshuffled every epoch (``shuffle_after_epoch``, the same seed on every
     rank so ranks stay disjoint) and samples are shuffled in a buffer of ``shuffle_buffer`` records.
-    ``normalize=False`` keeps raw 0-255 pixels and ``swap_labels=False`` flips without the left/right swap:
+    ``use_mmap`` maps the tar files instead of reading them (see ``_reader``: RSS then grows with the
+    data set). ``normalize=False`` keeps raw 0-255 pixels and ``swap_labels=False`` flips without the left/right swap:
     both for inspection and tests only.
     """
     from nvidia.dali import fn, types
@@ -190,7 +193,8 @@ def build_train_pipeline(shard_dir, *, batch_size: int, input_size: int = 227, e
                     device_id=(0 if device_id is None else device_id) if device == "gpu" else None,
                     seed=int(seed) * 7919 + shard_id, prefetch_queue_depth=2)
     with pipe:
-        jpegs, pose, meta = _reader(info, random_shuffle=True, initial_fill=max(1, shuffle_buffer),
+        jpegs, pose, meta = _reader(info, use_mmap=use_mmap, random_shuffle=True,
+                                    initial_fill=max(1, shuffle_buffer),
                                     shuffle_after_epoch=True, shuffle_after_epoch_seed=int(seed),
                                     shard_id=shard_id, num_shards=num_shards)
         flips = (fn.cast(fn.random.coin_flip(probability=0.5, shape=[1]), dtype=types.FLOAT) if flip
