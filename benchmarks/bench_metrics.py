@@ -220,7 +220,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="numbers of people")
     ap.add_argument("--repeats", type=int, default=5, help="timed calls per size and backend")
     ap.add_argument("--no-first-call", action="store_true", help="skip the fresh-process measurements")
-    ap.add_argument("--json", type=Path, help="write the result as JSON here")
+    ap.add_argument("--json", help="write the result as JSON to this file ('-': standard output)")
     ap.add_argument("--markdown", type=Path, help="write the tables as Markdown here")
     args = ap.parse_args(argv)
     if args.repeats < 1 or any(n < 1 for n in args.sizes):
@@ -228,9 +228,12 @@ def main(argv=None) -> int:
     result = run(args.sizes, args.repeats, include_first_call=not args.no_first_call)
     command = "python benchmarks/bench_metrics.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = markdown(result, command.strip())
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    if args.json == "-":
+        print(json.dumps(result, indent=2))
+    else:
+        print(text)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(text)

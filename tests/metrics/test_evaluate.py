@@ -451,3 +451,21 @@ def test_errors_users_will_hit():
         pck(mpii, mpii, np.ones(3))
     with pytest.raises(ValueError, match="threshold must be a finite number"):
         evaluate(mpii, mpii, "mpii", threshold=-1)
+
+
+def test_threshold_overrides():
+    gt = person("lsp", 1)
+    pred = gt.copy()
+    move(pred, 0, "lsp", "r_wrist", dx=4)                 # 4 / 10 = 0.4 of the head; 4 / 50 of shoulder-hip
+    res = evaluate(pred, gt, "lsp", "dtf", threshold=0.3)
+    assert res.tables["PCKh"].threshold == 0.3 and res.tables["PCKh"].scores["r_wrist"] == 0
+    assert res.tables["PCP"].threshold == 0.3
+    res = evaluate(pred, gt, "lsp", "dtf", threshold=0.3, pck_threshold=0.4)
+    assert res.tables["PCKh"].scores["r_wrist"] == 1 and "PCK 0.4" in res.table().splitlines()[0]
+    official = evaluate(pred, gt, "lsp", "official", pck_threshold=0.05)
+    assert official.tables["PCK"].threshold == 0.05 and official.tables["PCK"].scores["Wrist"] == 0.5
+    custom = evaluate(pred, gt, "lsp", "dtf", curve_thresholds=[0.0, 0.4, 1.0])
+    assert custom.curve.thresholds == [0.0, 0.4, 1.0]
+    assert custom.curve.values == pytest.approx([13 / 14, 1.0, 1.0])
+    # trapezoid: ((13/14 + 1) / 2 * 0.4 + 1 * 0.6) / 1.0
+    assert custom.curve.auc == pytest.approx((13 / 14 + 1) / 2 * 0.4 + 0.6)
