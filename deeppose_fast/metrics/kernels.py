@@ -17,10 +17,12 @@ Conventions (shared with ``numpy_ref.py``, which must return bit-identical count
 No ``fastmath``: it would let LLVM drop NaN checks (``nnan``) and replace ``x / y`` by ``x * (1 / y)``
 (``arcp``), which moves results on the inclusive threshold boundary. The speed comes from the single
 fused pass (no (N, K) temporaries) and from ``prange`` over chunks of people, each chunk with its own
-counters so that threads never write to shared memory.
+counters so that threads never write to shared memory. Below ``PARALLEL_MIN_PEOPLE`` a single-threaded
+twin of the same loop runs instead: waking the thread pool costs more than a small input takes.
 
-Compiled functions are cached on disk (``cache=True``, in ``__pycache__`` beside this file) so a new
-process loads them instead of compiling. Inputs may be float32 or float64 (one compiled version each).
+Compiled functions are cached on disk (``cache=True``, in ``__pycache__`` beside this file, or under
+``NUMBA_CACHE_DIR`` when the user sets it; this module never sets it) so that a new process loads them
+instead of compiling. Inputs may be float32 or float64 (one compiled version each).
 """
 from __future__ import annotations
 
