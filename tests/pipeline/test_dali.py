@@ -222,3 +222,17 @@ def test_training_streams_without_growing_memory(tmp_path):
     warm, end = map(float, out.stdout.split()[-2:])
     assert end < 1500, (warm, end)
     assert end - warm < 64, (warm, end)  # MiB
+
+
+def test_corrupt_jpeg_in_the_tf_dataset_raises_instead_of_hanging(dot_dir, tmp_path):
+    import tensorflow as tf
+
+    out = tmp_path / "bad"
+    with shards.ShardWriter(out, "train") as w:
+        for i, rec in enumerate(shards.iter_records(dot_dir, "train")):
+            w.write(rec.key, rec.jpeg if i != 5 else rec.jpeg[:2] + bytes(100), rec.pose, rec.meta)
+    shards.write_manifest(out, {**shards.read_manifest(dot_dir), "splits": {"train": w.summary()}})
+    ds = dali.train_dataset(out, batch_size=16, input_size=32, device="cpu")
+    with pytest.raises(tf.errors.OpError, match="peek_image_shape"):
+        for _ in ds.take(N_TRAIN // 16 + 1):
+            pass
