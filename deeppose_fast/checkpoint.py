@@ -191,7 +191,7 @@ def assign(ckpt: Checkpoint, group: str, variables, strict_names: bool = False) 
         var.assign(value.astype(np.dtype(var.dtype)) if hasattr(var, "dtype") else value)
 
 
-def build_model(ckpt: Checkpoint, expect_joints: int | None = None):
+def build_model(ckpt: Checkpoint, expect_joints: int | None = None, split_groups: bool | None = None):
     """The network a checkpoint was trained with, holding its weights (``model`` group)."""
     from deeppose_fast.model import build_regressor
 
@@ -200,6 +200,7 @@ def build_model(ckpt: Checkpoint, expect_joints: int | None = None):
                               f"({ckpt.meta.get('skeleton', '?')}), but the data has {expect_joints}")
     s = ckpt.model_settings
     model = build_regressor(ckpt.num_joints, input_size=int(s["input_size"]), width=float(s["width"]),
-                            fc_units=int(s["fc_units"]), dropout=float(s.get("dropout", 0.0)))
+                            fc_units=int(s["fc_units"]), dropout=float(s.get("dropout", 0.0)),
+                            split_groups=split_groups, norm=str(s.get("norm", "lrn")))
     assign(ckpt, "model", model.variables)
     return model

@@ -44,6 +44,8 @@ class TrainConfig:
     width: float = 1.0
     fc_units: int = 4096
     dropout: float = 0.6
+    init: str = "dtf"  # dtf | he (random initialisation)
+    norm: str = "lrn"  # lrn | batchnorm (norm1, norm2)
     # optimisation
     batch_size: int = 128  # per rank
     optimizer: str = "adagrad"  # adagrad | adam | momentum
@@ -94,6 +96,8 @@ class TrainConfig:
         # fp16 would need loss scaling across two optimisers; bf16 has float32's range and needs none.
         need(self.mixed_precision in ("off", "bf16"),
              f"mixed_precision must be off or bf16, got {self.mixed_precision!r}")
+        need(self.init in ("dtf", "he"), f"init must be dtf or he, got {self.init!r}")
+        need(self.norm in ("lrn", "batchnorm"), f"norm must be lrn or batchnorm, got {self.norm!r}")
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         need(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
         need(0 < self.ext_min <= self.ext_max, f"need 0 < ext_min <= ext_max, got {self.ext_min}, {self.ext_max}")
