@@ -113,20 +113,31 @@ def _accumulate(pred, gt, visible, norm, threshold, curve, inv_step, sticks, alp
             b1 = sticks[q, 3]
             if not (ev[a0] and ev[a1] and ev[b0] and ev[b1]):
                 continue
-            gax = 0.5 * (np.float64(gt[i, a0, 0]) + np.float64(gt[i, a1, 0]))
-            gay = 0.5 * (np.float64(gt[i, a0, 1]) + np.float64(gt[i, a1, 1]))
-            gbx = 0.5 * (np.float64(gt[i, b0, 0]) + np.float64(gt[i, b1, 0]))
-            gby = 0.5 * (np.float64(gt[i, b0, 1]) + np.float64(gt[i, b1, 1]))
-            dax = 0.5 * (np.float64(pred[i, a0, 0]) + np.float64(pred[i, a1, 0])) - gax
-            day = 0.5 * (np.float64(pred[i, a0, 1]) + np.float64(pred[i, a1, 1])) - gay
-            dbx = 0.5 * (np.float64(pred[i, b0, 0]) + np.float64(pred[i, b1, 0])) - gbx
-            dby = 0.5 * (np.float64(pred[i, b0, 1]) + np.float64(pred[i, b1, 1])) - gby
-            ea = math.sqrt(dax * dax + day * day)
-            eb = math.sqrt(dbx * dbx + dby * dby)
-            if math.isnan(ea):
-                ea = math.inf
-            if math.isnan(eb):
-                eb = math.inf
+            # a single-joint endpoint (a0 == a1) reuses the joint's error: 0.5 * (x + x) == x exactly
+            if a0 == a1:
+                gax = np.float64(gt[i, a0, 0])
+                gay = np.float64(gt[i, a0, 1])
+                ea = dist[a0]
+            else:
+                gax = 0.5 * (np.float64(gt[i, a0, 0]) + np.float64(gt[i, a1, 0]))
+                gay = 0.5 * (np.float64(gt[i, a0, 1]) + np.float64(gt[i, a1, 1]))
+                dax = 0.5 * (np.float64(pred[i, a0, 0]) + np.float64(pred[i, a1, 0])) - gax
+                day = 0.5 * (np.float64(pred[i, a0, 1]) + np.float64(pred[i, a1, 1])) - gay
+                ea = math.sqrt(dax * dax + day * day)
+                if math.isnan(ea):
+                    ea = math.inf
+            if b0 == b1:
+                gbx = np.float64(gt[i, b0, 0])
+                gby = np.float64(gt[i, b0, 1])
+                eb = dist[b0]
+            else:
+                gbx = 0.5 * (np.float64(gt[i, b0, 0]) + np.float64(gt[i, b1, 0]))
+                gby = 0.5 * (np.float64(gt[i, b0, 1]) + np.float64(gt[i, b1, 1]))
+                dbx = 0.5 * (np.float64(pred[i, b0, 0]) + np.float64(pred[i, b1, 0])) - gbx
+                dby = 0.5 * (np.float64(pred[i, b0, 1]) + np.float64(pred[i, b1, 1])) - gby
+                eb = math.sqrt(dbx * dbx + dby * dby)
+                if math.isnan(eb):
+                    eb = math.inf
             lx = gax - gbx
             ly = gay - gby
             limit = alpha * math.sqrt(lx * lx + ly * ly)
