@@ -116,7 +116,9 @@ def _sample_body(rng: np.random.Generator) -> _Body:
     z = forward; a person with zero yaw faces the camera, so their left is the image's right)."""
     jit = lambda: rng.uniform(0.9, 1.1)  # noqa: E731 - per-length proportion jitter
     width = rng.uniform(0.85, 1.2)
-    torso, neck, head = 0.28 * jit(), 0.06 * jit(), 0.13 * jit()
+    # MPII's annotations put the upper neck below the chin: head top - upper neck is about 0.55 x
+    # thorax - pelvis in the real files (shared/fixtures/mpii-sample), longer than the skull alone
+    torso, neck, head = 0.26 * jit(), 0.05 * jit(), 0.15 * jit()
     sh_half, hip_half = 0.115 * width * jit(), 0.085 * width * jit()
     uarm, farm = 0.175 * jit(), 0.15 * jit()
     thigh, shank = 0.245 * jit(), 0.245 * jit()
@@ -181,7 +183,7 @@ def _sample_body(rng: np.random.Generator) -> _Body:
         chest=t(chest), chest_normal=r_g @ r_upper @ z_axis, hands=t(hands), feet=t(feet),
         widths={"uarm": 0.06, "farm": 0.048, "thigh": 0.085, "shank": 0.065, "neck": 0.055,
                 "torso": 0.15 * width, "girdle": 0.07 * width, "hand": 0.028, "foot": 0.04,
-                "head": 0.56 * head},
+                "head": 0.47 * head},
     )
 
 
@@ -405,7 +407,8 @@ def _draw_person(cv: _Canvas, rng, body: _Body, scale: float, origin: np.ndarray
                                   lab("neck"), ow)))
 
     def head():
-        c3 = (j3[J["upper_neck"]] + j3[J["head_top"]]) / 2
+        # the skull sits on the top part of the segment; the upper neck point is on the neck below it
+        c3 = j3[J["upper_neck"]] + 0.55 * (j3[J["head_top"]] - j3[J["upper_neck"]])
         r = w["head"]
         c = proj(c3)
         cv.circle(c, r, tuple(hair), tuple(hair * 0.3), lab("head"), ow)
