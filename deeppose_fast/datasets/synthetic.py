@@ -106,6 +106,7 @@ class _Body:
     head_up: np.ndarray  # (3,)
     chest: np.ndarray  # (3,) badge position on the left chest
     chest_normal: np.ndarray  # (3,) torso forward direction
+    front_panel: np.ndarray  # (4, 3) a stripe down the front of the shirt (a cue to the facing direction)
     hands: np.ndarray  # (2, 3) hand centres, right then left
     feet: np.ndarray  # (2, 3) toe points, right then left
     widths: dict  # part -> thickness in body heights
@@ -178,9 +179,13 @@ def _sample_body(rng: np.random.Generator) -> _Body:
     r_g = _rz(roll) @ _rx(_normal_deg(rng, 0, 6, -20, 20)) @ _ry(yaw)
     t = lambda v: v @ r_g.T  # noqa: E731
     chest = j[_J["thorax"]] + r_upper @ np.array([0.055 * width, -0.06, 0.045])
+    # on the front surface of the torso (half-depth 0.05): seen edge-on in profile, at the front edge
+    half = 0.03 * width
+    panel = [j[_J["thorax"]] + r_upper @ np.array([dx, -0.01, 0.05]) for dx in (-half, half)]
+    panel += [r_torso @ np.array([dx, 0.02, 0.05]) for dx in (half, -half)]
     return _Body(
         joints=t(j), face=r_g @ r_face @ z_axis, head_left=r_g @ r_face @ x_axis, head_up=r_g @ r_head @ y_axis,
-        chest=t(chest), chest_normal=r_g @ r_upper @ z_axis, hands=t(hands), feet=t(feet),
+        chest=t(chest), chest_normal=r_g @ r_upper @ z_axis, front_panel=t(np.array(panel)), hands=t(hands), feet=t(feet),
         widths={"uarm": 0.06, "farm": 0.048, "thigh": 0.085, "shank": 0.065, "neck": 0.055,
                 "torso": 0.15 * width, "girdle": 0.07 * width, "hand": 0.028, "foot": 0.04,
                 "head": 0.47 * head},
@@ -395,8 +400,11 @@ def _draw_person(cv: _Canvas, rng, body: _Body, scale: float, origin: np.ndarray
         cv2.line(cv.image, _pt(spine[0]), _pt(spine[1]), tuple(shirt), int(round(w["torso"])), _AA, _SHIFT)
         cv2.line(cv.image, _pt(girdle[0]), _pt(girdle[1]), tuple(shirt), int(round(w["girdle"])), _AA, _SHIFT)
         cv2.line(cv.image, _pt(hips[0]), _pt(hips[1]), tuple(pants), int(round(w["thigh"])), _AA, _SHIFT)
+        badge = tuple(np.where(shirt > 127, 30.0, 235.0))
+        if body.chest_normal[2] > 0.05:  # the front stripe: facing cue that survives a mirror flip
+            quad = np.array([_pt(p) for p in proj(body.front_panel)], np.int32)
+            cv2.fillConvexPoly(cv.image, quad, badge, _AA, _SHIFT)
         if body.chest_normal[2] > 0.25:  # badge on the left chest, seen from the front only
-            badge = tuple(np.where(shirt > 127, 30.0, 235.0))
             cv2.circle(cv.image, _pt(proj(body.chest)), max(int(0.028 * scale * 16), 16), badge, -1, _AA, _SHIFT)
 
     # neck then head always after the torso: the torso's round caps would hide the upper neck otherwise
