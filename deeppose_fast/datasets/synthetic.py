@@ -4,9 +4,18 @@ Each person is a 3D kinematic tree (pelvis, spine/thorax, neck, head, shoulders,
 ankles) with plausible limb-length ratios and joint-angle ranges, turned to a random facing direction,
 projected orthographically and drawn with OpenCV as thick shaded, outlined segments (anti-aliased) over a
 textured background (gradients, smooth noise, stripes, random shapes, grain). Left and right can be told
-apart: the person's left limbs are a lighter shade of the clothing colour and the right limbs a darker
-one, the face (eyes, nose) shows on the front of the head, hair on the back, and a badge marks the left
-chest. Some joints are hidden by a random occluder or by the person's own body (annotated, flagged
+apart by two kinds of cue:
+
+- the facing direction (which side of the body is towards the camera): a face (skin, eyes, nose) on the
+  front of the head and hair on the back, a stripe down the front of the shirt, feet pointing forward.
+  These stay consistent under a horizontal flip with the left/right label swap (the mirror image of a
+  person facing the camera is a person facing the camera);
+- chiral cues: the person's left limbs are a lighter shade of the clothing colour and the right ones a
+  darker one, and a badge marks the left chest. A flip with label swap turns these around, so with flip
+  augmentation they are noise and only the facing cues teach left from right; without flips they make
+  the task much easier.
+
+Some joints are hidden by a random occluder or by the person's own body (annotated, flagged
 invisible); MPII and LSPET people may extend out of the frame (those joints are not annotated).
 
 Conventions (docs/ARCHITECTURE.md): joints are continuous pixel coordinates (pixel ``i`` covers
