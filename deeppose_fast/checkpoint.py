@@ -156,7 +156,7 @@ def load(path: str | os.PathLike) -> Checkpoint:
         if key not in meta:
             raise CheckpointError(f"{meta_file}: missing field {key!r}")
     try:
-        with np.load(state_file, allow_pickle=False) as z:
+        with open(state_file, "rb") as f, np.load(f, allow_pickle=False) as z:
             raw = {k: z[k] for k in z.files}
     except Exception as e:  # zipfile.BadZipFile, ValueError, OSError, EOFError ...
         raise CheckpointError(f"{state_file}: corrupt or truncated ({type(e).__name__}: {e})") from None

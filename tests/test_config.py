@@ -1,0 +1,60 @@
+"""Training presets reproduce the reference scripts; overrides and validation."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deeppose_fast import config
+
+
+def test_reference_presets_match_dtf_scripts():
+    # DTF: Adagrad 0.0005 for conv and fc apart, accumulator 1e-4, batch 128, dropout 0.6, 227 px
+    for name in ("lsp-ext-imagenet", "lsp-ext-scratch", "lsp", "mpii-imagenet", "mpii-scratch"):
+        cfg = config.preset(name)
+        assert (cfg.optimizer, cfg.conv_lr, cfg.fc_lr, cfg.initial_accumulator) == ("adagrad", 0.0005, 0.0005, 1e-4)
+        assert (cfg.batch_size, cfg.dropout, cfg.input_size, cfg.width, cfg.fc_units) == (128, 0.6, 227, 1.0, 4096)
+        assert (cfg.init, cfg.norm, cfg.shift, cfg.flip, cfg.rotation) == ("dtf", "lrn", 0.1, True, 0.0)
+        imagenet = name.endswith("imagenet")
+        assert cfg.fix_conv_steps == (10000 if imagenet else 0)
+        assert bool(cfg.weights) == imagenet
+    assert (config.preset("lsp-ext-imagenet").ext_min, config.preset("lsp-ext-imagenet").ext_max) == (1.2, 2.0)
+    assert (config.preset("lsp-ext-scratch").ext_min, config.preset("lsp").ext_min) == (1.5, 1.5)
+    assert (config.preset("mpii-scratch").ext_min, config.preset("mpii-scratch").ext_max) == (1.0, 1.2)
+    assert config.preset("mpii-imagenet").test_extension == 1.2
+
+
+def test_overrides_and_round_trip():
+    cfg = config.preset("synthetic-cpu", batch_size=8, conv_lr=0.01, flip=False, out=None)
+    assert (cfg.batch_size, cfg.conv_lr, cfg.flip) == (8, 0.01, False)
+    assert cfg.out == config.PRESETS["synthetic-cpu"]["out"]  # None = keep the preset's value
+    again = config.TrainConfig.from_dict(json.loads(cfg.to_json()))
+    assert again == cfg
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"optimizer": "rmsprop"}, "optimizer"), ({"batch_size": 0}, "batch_size"),
+    ({"ext_min": 2.5}, "ext_min"), ({"mixed_precision": "fp8"}, "mixed_precision"),
+    ({"dropout": 1.5}, "dropout"), ({"norm": "group"}, "norm")])
+def test_invalid_settings(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        config.preset("lsp", **overrides)
+
+
+def test_unknown_setting_and_preset():
+    with pytest.raises(ValueError, match="unknown training settings"):
+        config.preset("lsp", learning_rate=1.0)
+    with pytest.raises(ValueError, match="unknown preset"):
+        config.preset("coco")
+
+
+def test_every_setting_is_a_command_line_option():
+    from click.testing import CliRunner
+
+    from deeppose_fast.commands.train import command
+
+    help_text = CliRunner().invoke(command, ["--help"]).output
+    for name in config.TrainConfig.__dataclass_fields__:
+        if name != "preset":
+            assert "--" + name.replace("_", "-") in help_text, name
+    assert "--preset" in help_text and "--resume" in help_text
