@@ -20,9 +20,10 @@ One sample's geometry, from its joints (JPEG frame), the JPEG's size and seven r
 6. the region to decode: the integer pixel box covering the source footprint of the output square plus a
    1 px margin for bilinear interpolation, clipped to the image; the returned matrix takes coordinates
    relative to the region's corner (the decoded slice), so ``warp_affine(slice, matrix)`` makes the crop;
-7. targets ``t = p_dst / S - 0.5`` and weights 1 for annotated joints inside ``[0, S]^2`` (0 otherwise,
-   and then the target is 0); on a flipped sample, targets and weights are permuted by the skeleton's
-   flip permutation so that label ``k`` is again the person's joint ``k``.
+7. targets ``t = p_dst / S - 0.5`` (clipped to [-0.5, 0.5]) and weights 1 for annotated joints inside
+   ``[0, S]^2`` (0 otherwise, and then the target is 0); on a flipped sample, targets and weights are
+   permuted by the skeleton's flip permutation: label ``k`` then names the joint that plays role ``k`` in
+   the mirrored picture (a mirrored left wrist looks like a right wrist).
 
 Evaluation uses ``eval_draws(extension)``: no shift, flip, rotation or scale, so the matrix is a pure
 anisotropic scale and ``decode(targets, crop_box)`` maps outputs back to pixels exactly.
@@ -190,7 +191,9 @@ def crop_geometry(pose: np.ndarray, image_hw, draws: np.ndarray, *, size: int, s
     dy = m[1, 0] * px + m[1, 1] * py + m[1, 2]
     inside = (valid & (dx >= -BORDER_EPS) & (dx <= S + BORDER_EPS)
               & (dy >= -BORDER_EPS) & (dy <= S + BORDER_EPS))
-    targets = np.where(inside[:, None], np.stack([dx / S - 0.5, dy / S - 0.5], axis=1), 0.0)
+    # clipped: a joint up to BORDER_EPS outside still yields a target inside [-0.5, 0.5]
+    t = np.clip(np.stack([dx / S - 0.5, dy / S - 0.5], axis=1), -0.5, 0.5)
+    targets = np.where(inside[:, None], t, 0.0)
     weights = inside.astype(np.float64)
     if flipped:
         targets, weights = targets[perm], weights[perm]

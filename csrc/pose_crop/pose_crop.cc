@@ -133,8 +133,9 @@ void ComputeCropGeometry(const float *pose, int K, int64_t H, int64_t W, const f
     const double dy = m10 * px + m11 * py + m12;
     const bool inside = pose[4 * src + 2] > 0.5f && dx >= -kBorderEps && dx <= S + kBorderEps &&
                         dy >= -kBorderEps && dy <= S + kBorderEps;
-    out.targets[2 * k] = inside ? static_cast<float>(dx / S - 0.5) : 0.0f;
-    out.targets[2 * k + 1] = inside ? static_cast<float>(dy / S - 0.5) : 0.0f;
+    // clipped: a joint up to kBorderEps outside still yields a target inside [-0.5, 0.5]
+    out.targets[2 * k] = inside ? static_cast<float>(std::clamp(dx / S - 0.5, -0.5, 0.5)) : 0.0f;
+    out.targets[2 * k + 1] = inside ? static_cast<float>(std::clamp(dy / S - 0.5, -0.5, 0.5)) : 0.0f;
     out.weights[k] = inside ? 1.0f : 0.0f;
   }
 }

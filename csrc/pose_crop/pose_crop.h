@@ -6,7 +6,8 @@
 //   matrix   (2, 3) src->dst affine matrix for warp_affine(inverse_map=False), src relative to `anchor`;
 //   anchor   (2,)   x, y of the region to decode (integral values);
 //   shape    (2,)   w, h of the region to decode (integral values);
-//   targets  (K, 2) p_dst / S - 0.5 (0 where the weight is 0), left/right swapped on flipped samples;
+//   targets  (K, 2) p_dst / S - 0.5 clipped to [-0.5, 0.5] (0 where the weight is 0), left/right
+//            swapped on flipped samples;
 //   weights  (K,)   1 for annotated joints inside the S x S output, else 0;
 //   crop_box (4,)   x0, y0, w, h of the unrotated crop box, JPEG frame.
 // The rule is stated in deeppose_fast/codec.py, whose NumPy `crop_geometry` is the reference this
