@@ -201,6 +201,7 @@ def build_model(ckpt: Checkpoint, expect_joints: int | None = None, split_groups
     s = ckpt.model_settings
     model = build_regressor(ckpt.num_joints, input_size=int(s["input_size"]), width=float(s["width"]),
                             fc_units=int(s["fc_units"]), dropout=float(s.get("dropout", 0.0)),
-                            split_groups=split_groups, norm=str(s.get("norm", "lrn")))
+                            split_groups=split_groups, norm=str(s.get("norm", "lrn")),
+                            pool5=bool(s.get("pool5", True)))
     assign(ckpt, "model", model.variables)
     return model

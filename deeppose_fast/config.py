@@ -45,7 +45,8 @@ class TrainConfig:
     fc_units: int = 4096
     dropout: float = 0.6
     init: str = "dtf"  # dtf | he (random initialisation)
-    norm: str = "lrn"  # lrn | batchnorm (norm1, norm2)
+    norm: str = "lrn"  # lrn | batchnorm (norm1, norm2, and after conv3-5)
+    pool5: bool = True
     # optimisation
     batch_size: int = 128  # per rank
     optimizer: str = "adagrad"  # adagrad | adam | momentum
@@ -55,6 +56,7 @@ class TrainConfig:
     fix_conv_steps: int = 0  # train the fc layers alone for the first N steps (DTF's fix_conv_iter)
     max_steps: int = 400000
     max_minutes: float = 0.0  # stop (with a checkpoint) after this much wall time; 0 = no limit
+    lr_schedule: str = "constant"  # constant (DTF) | cosine (decay to 0 at max_steps)
     scale_lr: bool = False  # multiply the learning rates by the number of ranks
     warmup_steps: int = 0  # linear warm-up to the scaled rate
     seed: int = 1701
@@ -98,6 +100,7 @@ class TrainConfig:
              f"mixed_precision must be off or bf16, got {self.mixed_precision!r}")
         need(self.init in ("dtf", "he"), f"init must be dtf or he, got {self.init!r}")
         need(self.norm in ("lrn", "batchnorm"), f"norm must be lrn or batchnorm, got {self.norm!r}")
+        need(self.lr_schedule in ("constant", "cosine"), f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         need(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
         need(0 < self.ext_min <= self.ext_max, f"need 0 < ext_min <= ext_max, got {self.ext_min}, {self.ext_max}")

@@ -105,7 +105,8 @@ def _channels(n: int, width: float) -> int:
 
 def build_regressor(num_joints: int, input_size: int = 227, width: float = 1.0, fc_units: int = 4096,
                     dropout: float = 0.6, name: str = "deeppose_alexnet",
-                    split_groups: bool | None = None, init: str = "dtf", norm: str = "lrn") -> keras.Model:
+                    split_groups: bool | None = None, init: str = "dtf", norm: str = "lrn",
+                    pool5: bool = True) -> keras.Model:
     """The AlexNet regressor.
 
     Args:
@@ -119,7 +120,9 @@ def build_regressor(num_joints: int, input_size: int = 227, width: float = 1.0, 
         init: ``"dtf"`` (the reference's truncated normals and constant biases) or ``"he"`` (He normal
             kernels, zero biases: keeps the signal's scale in a narrow network; CPU preset only).
         norm: ``"lrn"`` (the reference) or ``"batchnorm"`` (norm1/norm2 as batch normalisation, as the
-            Chainer DeepPose does; CPU preset only).
+            Chainer DeepPose does, and batch normalisation after conv3-5 too; CPU preset only).
+        pool5: keep the last max-pool. At 113 px dropping it gives fc6 the same 6x6 grid the reference
+            has at 227 px (CPU preset only).
     Returns:
         A functional Keras model, input ``(B, S, S, 3)`` float, output ``(B, 2K)`` float32.
     """
@@ -166,9 +169,16 @@ def build_regressor(num_joints: int, input_size: int = 227, width: float = 1.0, 
     x = conv(x, 1, _channels(256, width), 5, groups=2)
     x = pool(normalise(x, "norm2"), "pool2")
     x = conv(x, 2, _channels(384, width), 3)
+    if norm == "batchnorm":
+        x = keras.layers.BatchNormalization(name="bn3")(x)
     x = conv(x, 3, _channels(384, width), 3, groups=2)
+    if norm == "batchnorm":
+        x = keras.layers.BatchNormalization(name="bn4")(x)
     x = conv(x, 4, _channels(256, width), 3, groups=2)
-    x = pool(x, "pool5")
+    if norm == "batchnorm":
+        x = keras.layers.BatchNormalization(name="bn5")(x)
+    if pool5:
+        x = pool(x, "pool5")
     x = keras.layers.Flatten(name="flatten")(x)  # NHWC order, as DTF's tf.reshape
     for i, layer in ((5, "fc6"), (6, "fc7")):
         k_init, b_init = init(i)
@@ -186,7 +196,7 @@ def split_variables(model: keras.Model) -> tuple[list, list]:
     """The trainable variables of the conv layers and of the fc layers (DTF optimises them apart)."""
     conv_vars, fc_vars = [], []
     for layer in model.layers:
-        if layer.name in CONV_LAYERS or layer.name in ("norm1", "norm2"):  # batchnorm's scale and offset
+        if layer.name in CONV_LAYERS or layer.name in ("norm1", "norm2", "bn3", "bn4", "bn5"):  # batchnorm
             conv_vars.extend(layer.trainable_variables)
         elif layer.name in FC_LAYERS:
             fc_vars.extend(layer.trainable_variables)

@@ -1,0 +1,433 @@
+"""The training loop: a custom ``tf.function`` step fed by the DALI pipeline, data-parallel with Horovod.
+
+One process per GPU (``horovodrun -np N deeppose-fast train ...``), or a single process without
+horovodrun. Every rank reads its own shard of the data (``shard_id = rank``); gradients are averaged by
+``hvd.DistributedGradientTape`` (optionally compressed to fp16); only rank 0 writes logs, summaries,
+checkpoints and evaluations.
+
+Shapes: B batch per rank, S input size, K joints. A batch is ``images (B, S, S, 3)``,
+``targets (B, K, 2)`` (crop frame, ``p / S - 0.5``), ``weights (B, K)``.
+
+Exact resume. The data order is a pure function of ``(seed, step)``: the input pipeline is re-created
+every ``data_segment_steps`` steps with the seed ``segment_seed(seed, segment, rank)``. A run resumed
+at step s re-creates the pipeline of segment ``s // data_segment_steps`` and skips the batches of that
+segment already consumed, so it sees exactly the batches an uninterrupted run sees. Weights, optimiser
+slots, dropout RNG state and the step counter are all in the checkpoint.
+
+Stopping. Ctrl-C (SIGINT) or SIGTERM sets a flag; the flag is summed over ranks with the loss every step,
+so all ranks stop after the same step, and rank 0 writes a checkpoint before exiting. A non-finite loss
+stops training with ``TrainingDiverged`` and writes nothing, so the last good checkpoint stays the newest.
+
+Initial state is broadcast from rank 0 *before* the first step: the optimisers are built explicitly
+(no lazily created slots), so broadcasting then is safe, and the first step on N ranks is exactly the
+step of one process on the union of their batches.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from deeppose_fast import checkpoint, dist
+from deeppose_fast.config import TrainConfig
+
+# (seed, shard_id, num_shards) -> iterable of (images, targets, weights) batches, endless.
+DatasetFactory = Callable[[int, int, int], Iterable]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def segment_seed(seed: int, segment: int, rank: int = 0) -> int:
+    """The input pipeline's seed for one data segment: a pure function of (seed, segment, rank)."""
+    h = hashlib.sha256(f"{seed}/{segment}/{rank}".encode()).digest()
+    return int.from_bytes(h[:4], "little") % (2**31 - 1)
+
+
+def learning_rate(base: float, step: int, cfg: TrainConfig, num_ranks: int) -> float:
+    """The rate at ``step``: ``base``, multiplied by the number of ranks when ``scale_lr`` is set and
+    reached linearly over ``warmup_steps`` (Goyal et al.), times the cosine decay if asked."""
+    lr = base
+    if cfg.scale_lr and num_ranks > 1:
+        target = base * num_ranks
+        if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+            lr = base + (target - base) * step / cfg.warmup_steps
+        else:
+            lr = target
+    if cfg.lr_schedule == "cosine":
+        lr *= 0.5 * (1.0 + math.cos(math.pi * min(step, cfg.max_steps) / cfg.max_steps))
+    return lr
+
+
+def make_optimizer(cfg: TrainConfig, lr: float, name: str):
+    import keras
+
+    if cfg.optimizer == "adagrad":
+        return keras.optimizers.Adagrad(lr, initial_accumulator_value=cfg.initial_accumulator, name=name)
+    if cfg.optimizer == "adam":
+        return keras.optimizers.Adam(lr, name=name)
+    return keras.optimizers.SGD(lr, momentum=0.9, name=name)
+
+
+def dali_dataset_factory(cfg: TrainConfig) -> DatasetFactory:
+    """The DALI training pipeline over ``cfg.data`` with the config's augmentation."""
+
+    def make(seed: int, shard_id: int, num_shards: int):
+        from deeppose_fast.pipeline import dali
+
+        return dali.train_dataset(cfg.data, batch_size=cfg.batch_size, input_size=cfg.input_size,
+                                  ext_range=(cfg.ext_min, cfg.ext_max), shift=cfg.shift, flip=cfg.flip,
+                                  rotation=cfg.rotation, scale_jitter=cfg.scale_jitter, seed=seed,
+                                  shard_id=shard_id, num_shards=num_shards, num_threads=cfg.num_threads)
+
+    return make
+
+
+def weights_digest(model) -> str:
+    """SHA-256 of the model's weights (to compare ranks)."""
+    h = hashlib.sha256()
+    for v in model.weights:
+        h.update(np.ascontiguousarray(v.numpy()).tobytes())
+    return h.hexdigest()
+
+
+def configure_tensorflow(cfg: TrainConfig) -> None:
+    """Threads, mixed precision; call before any TensorFlow op runs."""
+    import keras
+    import tensorflow as tf
+
+    if cfg.tf_threads > 0:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(cfg.tf_threads)
+            tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, cfg.tf_threads)))
+        except RuntimeError:  # the runtime is already initialised (a second run in one process)
+            pass
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if cfg.mixed_precision == "bf16" else "float32")
+
+
+def _read_manifest(cfg: TrainConfig) -> dict:
+    from deeppose_fast.datasets import shards
+
+    return shards.read_manifest(cfg.data)
+
+
+class _StopFlag:
+    """SIGINT / SIGTERM set a flag that the loop reads between steps (main thread only)."""
+
+    def __init__(self):
+        self.raised = False
+        self._previous = {}
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        if self.raised and signum == signal.SIGINT:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+class _Logger:
+    """Rank 0's console, ``train.log``, JSON-lines curve files and TensorBoard summaries."""
+
+    def __init__(self, out: Path, enabled: bool):
+        self.enabled = enabled
+        self.out = out
+        self.writer = None
+        if enabled:
+            import tensorflow as tf
+
+            out.mkdir(parents=True, exist_ok=True)
+            self.writer = tf.summary.create_file_writer(str(out / "tensorboard"))
+
+    def print(self, msg: str) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        tqdm.write(msg, file=sys.stdout)
+        sys.stdout.flush()
+        with open(self.out / "train.log", "a") as f:
+            f.write(msg + "\n")
+
+    def jsonl(self, name: str, record: dict) -> None:
+        if self.enabled:
+            with open(self.out / name, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def scalars(self, step: int, values: dict) -> None:
+        if not self.enabled:
+            return
+        import tensorflow as tf
+
+        from tensorflow.core.framework import summary_pb2
+
+        # tf.summary.scalar needs the tensorboard package; the raw write with the scalars plugin's
+        # metadata produces the same event records without it.
+        meta = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")).SerializeToString()
+        with self.writer.as_default(step=step):
+            for k, v in values.items():
+                if v is not None and np.isfinite(v):
+                    tf.summary.write(k, tf.constant(float(v), tf.float32), metadata=meta)
+        self.writer.flush()
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFactory | None = None,
+          num_joints: int | None = None, skeleton: str | None = None,
+          evaluate_fn: Callable | None = None) -> dict:
+    """Train with ``cfg``; returns a summary dict (``step``, ``loss``, ``checkpoint``, ``digest`` ...).
+
+    Args:
+        resume: continue from the newest checkpoint in ``cfg.out`` (a clear error if there is none).
+        dataset_factory: replaces the DALI pipeline (tests); then ``num_joints`` and ``skeleton`` must be
+            given, and ``evaluate_fn(model, step)`` (if any) replaces evaluation on the test split.
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite (the newest checkpoint is the last good one).
+    """
+    configure_tensorflow(cfg)
+    dist.init()
+    import keras
+    import tensorflow as tf
+
+    from deeppose_fast import model as model_lib
+
+    root = dist.is_root()
+    nranks, rank = dist.size(), dist.rank()
+    out = Path(cfg.out)
+    log = _Logger(out, root)
+    ckpt_dir = out / "checkpoints"
+
+    if dataset_factory is None:
+        manifest = _read_manifest(cfg)
+        num_joints = int(manifest["num_joints"])
+        skeleton = manifest.get("skeleton", skeleton)
+        dataset_factory = dali_dataset_factory(cfg)
+        if evaluate_fn is None and cfg.eval_every > 0:
+            evaluate_fn = _default_evaluator(cfg, skeleton, log)
+    if num_joints is None:
+        raise ValueError("num_joints is required with a custom dataset_factory")
+
+    ckpt = None
+    if resume:
+        ckpt = checkpoint.load(ckpt_dir)  # clear error if there is none
+        if ckpt.num_joints != num_joints:
+            raise checkpoint.CheckpointError(f"{ckpt.path}: trained for {ckpt.num_joints} joints, the data "
+                                             f"has {num_joints}")
+        saved = ckpt.model_settings
+        mine = dict(input_size=cfg.input_size, width=cfg.width, fc_units=cfg.fc_units, norm=cfg.norm,
+                    pool5=cfg.pool5)
+        for k, v in mine.items():
+            if str(saved.get(k)) != str(v):
+                raise checkpoint.CheckpointError(f"{ckpt.path}: network setting {k}={saved[k]} differs from "
+                                                 f"the configuration's {k}={v}")
+
+    keras.utils.set_random_seed(cfg.seed)
+    model = model_lib.build_regressor(num_joints, cfg.input_size, cfg.width, cfg.fc_units, cfg.dropout,
+                                      init=cfg.init, norm=cfg.norm, pool5=cfg.pool5)
+    conv_vars, fc_vars = model_lib.split_variables(model)
+    opt_conv = make_optimizer(cfg, learning_rate(cfg.conv_lr, 0, cfg, nranks), "opt_conv")
+    opt_fc = make_optimizer(cfg, learning_rate(cfg.fc_lr, 0, cfg, nranks), "opt_fc")
+    opt_conv.build(conv_vars)
+    opt_fc.build(fc_vars)
+    global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+
+    groups = {"model": model.variables, "opt_conv": opt_conv.variables, "opt_fc": opt_fc.variables}
+    if ckpt is not None:
+        for name, variables in groups.items():
+            checkpoint.assign(ckpt, name, variables)
+        global_step.assign(ckpt.step)
+        log.print(f"resumed from {ckpt.path} at step {ckpt.step}")
+    elif cfg.weights:
+        from deeppose_fast import weights as weights_lib
+
+        loaded = weights_lib.load_imagenet(model, cfg.weights)
+        log.print(f"initialised {', '.join(loaded)} from {cfg.weights}")
+
+    # Every rank starts from rank 0's state (weights, slots, step, dropout RNG).
+    dist.broadcast_variables(list(model.variables) + list(opt_conv.variables) + list(opt_fc.variables)
+                             + [global_step], root_rank=0)
+    if rank > 0:  # different dropout masks per rank, reproducibly
+        for v in model.non_trainable_variables:
+            if "seed_generator" in v.path:
+                v.assign(v.numpy() + rank * 7919)
+
+    step_fns = {}
+
+    def get_step_fn(train_conv: bool):
+        if train_conv not in step_fns:
+            step_fns[train_conv] = _make_step(model, opt_conv, opt_fc, conv_vars, fc_vars, train_conv,
+                                              global_step, cfg)
+        return step_fns[train_conv]
+
+    meta_base = {"num_joints": num_joints, "skeleton": skeleton,
+                 "model": dict(input_size=cfg.input_size, width=cfg.width, fc_units=cfg.fc_units,
+                               dropout=cfg.dropout, norm=cfg.norm, pool5=cfg.pool5),
+                 "config": cfg.to_dict(), "num_ranks": nranks}
+
+    def save(step: int) -> Path | None:
+        if not root:
+            return None
+        seg = step // cfg.data_segment_steps
+        meta = {**meta_base, "data": {"seed": cfg.seed, "segment_steps": cfg.data_segment_steps,
+                                      "segment": seg, "segment_seed": segment_seed(cfg.seed, seg, 0),
+                                      "batches_into_segment": step - seg * cfg.data_segment_steps}}
+        path = checkpoint.save(ckpt_dir, step, groups, meta, keep=cfg.keep_checkpoints)
+        return path
+
+    step = int(global_step.numpy())
+    if root:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(cfg.to_json())
+        log.print(f"training {cfg.preset}: {model.count_params():,} parameters, {num_joints} joints, "
+                  f"{nranks} rank(s) x batch {cfg.batch_size}, steps {step}..{cfg.max_steps}")
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not (root and cfg.progress), unit="step",
+               dynamic_ncols=True, file=sys.stderr)
+    iterator, iter_segment = None, None
+    last_loss, last_ckpt = float("nan"), None
+    t_start = time.time()
+    t_window, n_window = time.time(), 0
+    stopped_by = None
+    lr_varies = cfg.lr_schedule != "constant" or (cfg.scale_lr and nranks > 1 and cfg.warmup_steps > 0)
+    with _StopFlag() as stop:
+        while step < cfg.max_steps:
+            seg = step // cfg.data_segment_steps
+            if iter_segment != seg:
+                ds = dataset_factory(segment_seed(cfg.seed, seg, rank), rank, nranks)
+                iterator, iter_segment = iter(ds), seg
+                for _ in range(step - seg * cfg.data_segment_steps):  # resume inside a segment
+                    next(iterator)
+            images, targets, weights = next(iterator)
+            if lr_varies:
+                for opt, base in ((opt_conv, cfg.conv_lr), (opt_fc, cfg.fc_lr)):
+                    opt.learning_rate = learning_rate(base, step, cfg, nranks)
+            want_stop = stop.raised or (cfg.max_minutes > 0 and time.time() - t_start > 60 * cfg.max_minutes)
+            fn = get_step_fn(step >= cfg.fix_conv_steps)
+            stats = fn(images, targets, weights, tf.constant(1.0 if want_stop else 0.0)).numpy()
+            loss, stop_votes = float(stats[0]) / nranks, float(stats[1])
+            if not math.isfinite(loss):
+                bar.close()
+                msg = (f"training diverged: the loss is {loss} at step {step + 1}; nothing was saved after "
+                       f"the last good checkpoint ({last_ckpt or 'none written in this run'}). "
+                       f"Lower the learning rates (conv_lr={cfg.conv_lr}, fc_lr={cfg.fc_lr}) and resume.")
+                log.print(msg)
+                raise TrainingDiverged(msg)
+            step = int(global_step.numpy())
+            last_loss = loss
+            n_window += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                dt = time.time() - t_window
+                sps = n_window / dt if dt > 0 else float("nan")
+                ips = sps * cfg.batch_size * nranks
+                bar.set_postfix(loss=f"{loss:.4f}", steps_s=f"{sps:.2f}", img_s=f"{ips:.0f}")
+                log.scalars(step, {"train/loss": loss, "train/images_per_s": ips, "train/steps_per_s": sps,
+                                   "train/lr_conv": float(opt_conv.learning_rate.numpy()),
+                                   "train/lr_fc": float(opt_fc.learning_rate.numpy())})
+                log.jsonl("train_curve.jsonl", {"step": step, "loss": loss, "images_per_s": ips,
+                                                "elapsed_s": round(time.time() - t_start, 2)})
+                if bar.disable:  # no progress bar: a plain log line instead
+                    log.print(f"step {step} loss {loss:.5f} {sps:.2f} steps/s {ips:.0f} img/s")
+                t_window, n_window = time.time(), 0
+            if stop_votes > 0:
+                stopped_by = "signal" if stop.raised else ("time limit" if cfg.max_minutes > 0 else "another rank")
+                break
+            if step % cfg.ckpt_every == 0:
+                last_ckpt = save(step)
+            if evaluate_fn is not None and root and cfg.eval_every > 0 and step % cfg.eval_every == 0:
+                evaluate_fn(model, step)
+                t_window, n_window = time.time(), 0  # evaluation time is not training speed
+    bar.close()
+    if last_ckpt is None or int(last_ckpt.name.split("-")[1]) != step:
+        last_ckpt = save(step)
+    if stopped_by is None and evaluate_fn is not None and root and cfg.eval_every > 0 \
+            and step % cfg.eval_every != 0:
+        evaluate_fn(model, step)
+    digest = weights_digest(model)
+    # Every rank reports its digest, so a launcher can check they agree.
+    print(f"rank {rank}/{nranks} step {step} weights sha256 {digest}", file=sys.stderr, flush=True)
+    if stopped_by:
+        log.print(f"stopped by {stopped_by} at step {step}; checkpoint {last_ckpt}")
+    elif root:
+        log.print(f"finished at step {step}; checkpoint {last_ckpt}")
+    return {"step": step, "loss": last_loss, "checkpoint": str(last_ckpt) if last_ckpt else None,
+            "digest": digest, "stopped_by": stopped_by, "model": model,
+            "elapsed_s": time.time() - t_start}
+
+
+def _make_step(model, opt_conv, opt_fc, conv_vars, fc_vars, train_conv, global_step, cfg):
+    """One training step as a tf.function: forward, backward, average over ranks, apply.
+
+    Returns ``[sum over ranks of the loss, sum over ranks of the stop votes]``.
+    """
+    import tensorflow as tf
+
+    from deeppose_fast.model import pose_loss
+
+    conv_src, fc_src = dist.backing(conv_vars), dist.backing(fc_vars)
+    sources = conv_src + fc_src if train_conv else fc_src
+
+    def forward(images, targets, weights):
+        return pose_loss(model(images, training=True), targets, weights)
+
+    if cfg.xla:
+        # XLA compiles forward and backward; Horovod's collectives stay outside the cluster.
+        forward = tf.function(forward, jit_compile=True)
+
+    @tf.function
+    def step(images, targets, weights, stop_vote):
+        images = tf.cast(images, tf.float32)
+        with tf.GradientTape() as tape:
+            loss = forward(images, targets, weights)
+        grads = dist.gradient_tape(tape, cfg.fp16_allreduce).gradient(loss, sources)
+        if train_conv:
+            n = len(conv_src)
+            opt_conv.apply_gradients(zip(grads[:n], conv_vars))
+            opt_fc.apply_gradients(zip(grads[n:], fc_vars))
+        else:
+            opt_fc.apply_gradients(zip(grads, fc_vars))
+        global_step.assign_add(1)
+        return dist.allreduce(tf.stack([tf.cast(loss, tf.float32), stop_vote]), average=False,
+                              name="loss_and_stop")
+
+    return step
+
+
+def _default_evaluator(cfg: TrainConfig, skeleton: str | None, log: _Logger) -> Callable:
+    """Evaluation on the test split every ``eval_every`` steps, printed and written as summaries."""
+    from deeppose_fast import evaluate
+
+    def run(model, step):
+        t0 = time.time()
+        report = evaluate.evaluate_model(model, cfg.data, extension=cfg.test_extension,
+                                         batch_size=cfg.eval_batch_size, limit=cfg.eval_limit,
+                                         num_threads=cfg.num_threads)
+        log.print(f"--- step {step}: test split, extension {cfg.test_extension}, "
+                  f"{report['num_people']} people, {time.time() - t0:.1f} s")
+        log.print(evaluate.format_report(report))
+        log.scalars(step, evaluate.summary_scalars(report))
+        log.jsonl("eval_curve.jsonl", {"step": step, **evaluate.curve_record(report)})
+
+    return run

@@ -1,0 +1,155 @@
+"""The training loop on in-memory data: it learns, resumes exactly, stops cleanly on Ctrl-C and NaN,
+keeps the conv layers fixed when asked, and schedules the learning rate."""
+from __future__ import annotations
+
+import signal
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from deeppose_fast import checkpoint, config, train  # noqa: E402
+
+S, K, B = 67, 2, 8
+
+
+def blob_batch(rng: np.random.Generator, n: int = B):
+    """Images with a bright blob at each joint; targets = blob centres in the crop frame."""
+    targets = rng.uniform(-0.35, 0.35, size=(n, K, 2)).astype(np.float32)
+    yy, xx = np.mgrid[0:S, 0:S] + 0.5
+    images = rng.normal(0, 0.1, size=(n, S, S, 3)).astype(np.float32)
+    for i in range(n):
+        for k in range(K):
+            cx, cy = (targets[i, k] + 0.5) * S
+            images[i, :, :, k] += 3 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 18.0)
+    return images, targets, np.ones((n, K), np.float32)
+
+
+def factory(counter=None, hook=None):
+    """A data factory: batches are a pure function of (seed, shard_id), like the DALI pipeline."""
+
+    def make(seed, shard_id, num_shards):
+        def gen():
+            rng = np.random.default_rng([seed, shard_id])
+            while True:
+                batch = blob_batch(rng)
+                if counter is not None:
+                    counter[0] += 1
+                    if hook is not None:
+                        batch = hook(counter[0], batch)
+                yield batch
+        return gen()
+
+    return make
+
+
+def cfg_for(tmp_path, name, **kw):
+    base = dict(data="unused", out=str(tmp_path / name), input_size=S, width=0.25, fc_units=32, dropout=0.3,
+                batch_size=B, optimizer="adam", conv_lr=1e-3, fc_lr=1e-3, max_steps=8, eval_every=0,
+                ckpt_every=100, log_every=2, data_segment_steps=3, progress=False, seed=5, tf_threads=1)
+    base.update(kw)
+    return config.TrainConfig(**base)
+
+
+def run(cfg, **kw):
+    kw.setdefault("dataset_factory", factory())
+    return train.train(cfg, num_joints=K, skeleton=None, **kw)
+
+
+def weights_of(result):
+    return [v.numpy() for v in result["model"].weights]
+
+
+def test_loss_decreases_on_a_small_problem(tmp_path):
+    cfg = cfg_for(tmp_path, "learn", max_steps=120, dropout=0.0, conv_lr=2e-3, fc_lr=2e-3, init="he",
+                  log_every=10, data_segment_steps=1000)
+    run(cfg)
+    import json
+    lines = (tmp_path / "learn" / "train_curve.jsonl").read_text().splitlines()
+    curve = [json.loads(line)["loss"] for line in lines]
+    assert len(curve) == 12
+    # blobs at uniform positions: predicting the mean gives about 2 * 0.35^2 / 3 * 2 = 0.16 per sample
+    assert curve[0] > 0.08
+    assert np.mean(curve[-3:]) < 0.5 * np.mean(curve[:2])
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    full = run(cfg_for(tmp_path, "full"))
+    part = run(cfg_for(tmp_path, "split", max_steps=4))  # stops inside data segment 1 (steps 3..5)
+    assert part["step"] == 4
+    resumed = run(cfg_for(tmp_path, "split"), resume=True)
+    assert resumed["step"] == 8
+    for a, b in zip(weights_of(full), weights_of(resumed)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # and the checkpoint holds the same weights as memory
+    ck = checkpoint.load(tmp_path / "split")
+    assert ck.step == 8 and ck.meta["data"]["segment"] == 2 and ck.meta["data"]["batches_into_segment"] == 2
+
+
+def test_ctrl_c_writes_a_checkpoint_and_resume_continues_exactly(tmp_path):
+    full = run(cfg_for(tmp_path, "full", max_steps=6))
+
+    def interrupt(n, batch):
+        if n == 3:  # Ctrl-C while the third batch is being trained on
+            signal.raise_signal(signal.SIGINT)
+        return batch
+
+    res = run(cfg_for(tmp_path, "int", max_steps=6), dataset_factory=factory([0], interrupt))
+    assert res["stopped_by"] == "signal" and res["step"] == 3
+    assert checkpoint.load(tmp_path / "int").step == 3
+    resumed = run(cfg_for(tmp_path, "int", max_steps=6), resume=True)
+    for a, b in zip(weights_of(full), weights_of(resumed)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    def poison(n, batch):
+        if n >= 6:
+            images, targets, weights = batch
+            return images, np.full_like(targets, np.nan), weights
+        return batch
+
+    cfg = cfg_for(tmp_path, "nan", ckpt_every=2, max_steps=10)
+    with pytest.raises(train.TrainingDiverged, match="loss is nan at step 6"):
+        run(cfg, dataset_factory=factory([0], poison))
+    names = [p.name for p in checkpoint.list_checkpoints(tmp_path / "nan" / "checkpoints")]
+    assert names[-1] == "ckpt-00000004"
+    ck = checkpoint.load(tmp_path / "nan")
+    assert all(np.all(np.isfinite(v)) for _, v in ck.arrays["model"])
+
+
+def test_fix_conv_steps_trains_the_fc_layers_alone(tmp_path):
+    cfg = cfg_for(tmp_path, "fix", fix_conv_steps=3, max_steps=3, dropout=0.0)
+    res = run(cfg)
+    import keras
+
+    from deeppose_fast.model import build_regressor
+    keras.utils.set_random_seed(cfg.seed)
+    init = build_regressor(K, S, cfg.width, cfg.fc_units, cfg.dropout)
+    for name in ("conv1", "conv2", "conv5"):
+        np.testing.assert_array_equal(res["model"].get_layer(name).kernel.numpy(), init.get_layer(name).kernel.numpy())
+    for name in ("fc6", "fc8"):
+        assert not np.array_equal(res["model"].get_layer(name).kernel.numpy(), init.get_layer(name).kernel.numpy())
+
+
+def test_learning_rate_schedule():
+    cfg = config.TrainConfig(scale_lr=True, warmup_steps=100, max_steps=1000)
+    assert train.learning_rate(0.1, 0, cfg, 1) == 0.1
+    assert train.learning_rate(0.1, 0, cfg, 4) == pytest.approx(0.1)
+    assert train.learning_rate(0.1, 50, cfg, 4) == pytest.approx(0.25)
+    assert train.learning_rate(0.1, 100, cfg, 4) == pytest.approx(0.4)
+    cos = config.TrainConfig(lr_schedule="cosine", max_steps=1000)
+    assert train.learning_rate(0.1, 500, cos, 1) == pytest.approx(0.05)
+    assert train.learning_rate(0.1, 1000, cos, 1) == pytest.approx(0.0)
+
+
+def test_segment_seed_is_pure_and_distinct():
+    assert train.segment_seed(1, 2, 0) == train.segment_seed(1, 2, 0)
+    seeds = {train.segment_seed(1, s, r) for s in range(50) for r in range(4)}
+    assert len(seeds) == 200 and all(0 <= s < 2**31 - 1 for s in seeds)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint"):
+        run(cfg_for(tmp_path, "none"), resume=True)
