@@ -58,7 +58,7 @@ def _mean_defined(values) -> float:
 
 
 def _check_norm(norm, n: int) -> np.ndarray:
-    arr = protocols._real_array(norm, "norm")
+    arr = protocols.real_array(norm, "norm")
     if arr.shape != (n,):
         raise ValueError(f"norm must have shape (N,) = ({n},), one normaliser per person, got {arr.shape}")
     return np.ascontiguousarray(arr, dtype=np.float64)

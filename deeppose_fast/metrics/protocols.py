@@ -184,7 +184,8 @@ class Stats:
 
 # ---- input checks, shared by evaluate() and the single-metric functions ---------------------------
 
-def _real_array(x, what: str) -> np.ndarray:
+def real_array(x, what: str) -> np.ndarray:
+    """``np.asarray(x)``, or a TypeError naming ``what`` unless it holds real numbers (not bool)."""
     try:
         arr = np.asarray(x)
     except Exception as exc:  # ragged lists and the like
@@ -193,13 +194,6 @@ def _real_array(x, what: str) -> np.ndarray:
                                      or np.issubdtype(arr.dtype, np.floating)):
         raise TypeError(f"{what} must hold real numbers (float or int), got dtype {arr.dtype}")
     return arr
-
-
-def as_float(arr: np.ndarray) -> np.ndarray:
-    """C-contiguous float32 or float64 (other real dtypes become float64)."""
-    if arr.dtype not in (np.float32, np.float64):
-        arr = arr.astype(np.float64)
-    return np.ascontiguousarray(arr)
 
 
 def check_poses(pred, gt, num_joints: int | None, layout: str = "") -> tuple[np.ndarray, np.ndarray]:
@@ -211,8 +205,8 @@ def check_poses(pred, gt, num_joints: int | None, layout: str = "") -> tuple[np.
         num_joints: the K the layout needs, or None to accept any K.
         layout: the layout's name, for error messages.
     """
-    pred = _real_array(pred, "pred")
-    gt = _real_array(gt, "gt")
+    pred = real_array(pred, "pred")
+    gt = real_array(gt, "gt")
     for what, arr in (("pred", pred), ("gt", gt)):
         if arr.ndim != 3 or arr.shape[2] != 2:
             raise ValueError(f"{what} must have shape (N, K, 2) (N people, K joints, x and y), "
@@ -254,7 +248,7 @@ def check_head_box(head_box, n: int) -> np.ndarray:
     if head_box is None:
         raise ValueError("the official MPII protocol needs head_box (N, 4) x1, y1, x2, y2 in pixels "
                          "(PoseData.head_box); pass head_box=... or use protocol='dtf'")
-    box = _real_array(head_box, "head_box")
+    box = real_array(head_box, "head_box")
     if box.shape != (n, 4):
         raise ValueError(f"head_box must have shape (N, 4) = ({n}, 4) (x1, y1, x2, y2), got {box.shape}")
     box = box.astype(np.float64)
