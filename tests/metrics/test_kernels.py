@@ -303,9 +303,8 @@ def test_fresh_process_loads_kernels_from_cache():
         "                        protocols.stick_array(skeleton.LSP), 0.5)\n"
         "s = [kernels._fused_serial.stats, kernels._fused_parallel.stats]\n"
         "print(sum(sum(x.cache_hits.values()) for x in s), sum(sum(x.cache_misses.values()) for x in s))\n")
-    here = dict(BACKENDS)
     g = np.zeros((3, 14, 2))
-    for impl in (here["numba"], here["numba-parallel"]):
+    for impl in (BACKENDS["numba"], BACKENDS["numba-parallel"]):
         impl.fused_stats(g + 1.0, g, None, np.ones(3), 0.5, CURVE, protocols.stick_array(skeleton.LSP), 0.5)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO)
