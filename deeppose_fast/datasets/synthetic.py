@@ -371,7 +371,7 @@ def _draw_person(cv: _Canvas, rng, body: _Body, scale: float, origin: np.ndarray
     region = cv.image[
         int(np.clip(j2[:, 1].min(), 0, cv.image.shape[0] - 1)):int(np.clip(j2[:, 1].max() + 1, 1, cv.image.shape[0])),
         int(np.clip(j2[:, 0].min(), 0, cv.image.shape[1] - 1)):int(np.clip(j2[:, 0].max() + 1, 1, cv.image.shape[1]))]
-    bg = region.reshape(-1, 3).mean(0) if region.size else np.full(3, 128.0)
+    bg = region[::3, ::3].reshape(-1, 3).mean(0) if region.size else np.full(3, 128.0)  # every 3rd px: enough
 
     def contrasting(sample, shades=(lambda c: c,)):
         # rejection sampling: the colour (and its left/right shades) must stand out from the local
