@@ -30,11 +30,13 @@ def opencv_matrix(matrix: np.ndarray) -> np.ndarray:
 
 
 def normalize(image: np.ndarray) -> np.ndarray:
-    """Per-channel ``(x - mean) / sqrt(var + NORM_EPSILON)`` of an (H, W, C) float image (as fn.normalize)."""
-    x = image.astype(np.float32)
-    mean = x.mean(axis=(0, 1), keepdims=True, dtype=np.float64)
-    var = x.var(axis=(0, 1), keepdims=True, dtype=np.float64)
-    return ((x - mean) / np.sqrt(var + NORM_EPSILON)).astype(np.float32)
+    """Per-channel ``(x - mean) / sqrt(var + NORM_EPSILON)`` of an (H, W, C) float image (as fn.normalize;
+    population variance). Statistics in double precision by ``cv2.meanStdDev`` (NumPy's float64
+    reductions took 5 ms on a 227 x 227 crop)."""
+    x = np.ascontiguousarray(image, dtype=np.float32)
+    mean, std = cv2.meanStdDev(x)
+    inv = 1.0 / np.sqrt(std.ravel() ** 2 + NORM_EPSILON)
+    return ((x - mean.ravel().astype(np.float32)) * inv.astype(np.float32)).astype(np.float32, copy=False)
 
 
 def crop_sample(jpeg: bytes, pose: np.ndarray, draws: np.ndarray, *, size: int, shift: float = 0.1,
