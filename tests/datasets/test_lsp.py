@@ -7,7 +7,7 @@ import pytest
 import scipy.io
 
 from deeppose_fast import datasets, skeleton
-from deeppose_fast.datasets import DatasetError, DatasetWarning, lsp
+from deeppose_fast.datasets import DatasetError, DatasetWarning
 
 
 def write_lsp(folder, xy, flag):
