@@ -6,8 +6,9 @@ cached load).
     python benchmarks/bench_metrics.py --sizes 2000 --repeats 2 --json out.json --markdown out.md
 
 Method: the same synthetic float32 data (predictions = ground truth + Gaussian noise, 8 % of joints
-unannotated, 3 % of predictions missing) goes through both backends. Steady state = median over
-``repeats`` calls after one untimed warm-up call (which compiles or loads the kernels). First call = time
+unannotated, 3 % of predictions missing) goes through both backends, which must agree. Steady state:
+after one untimed warm-up call each (compile or cache load), ``repeats`` calls per backend, alternating
+Numba and NumPy so that each pair sees the same load; the speed-up is the median of the per-pair ratios. First call = time
 of the first ``evaluate`` in a new Python process, measured twice with a private empty ``NUMBA_CACHE_DIR``:
 the first process compiles (cold), the second loads the cache it wrote (cached); interpreter start-up and
 imports are reported apart. The machine is shared: compare the two backends within one run.
@@ -36,6 +37,7 @@ if str(REPO) not in sys.path:  # run from a checkout without installing
 
 CASES = (("lsp", "dtf"), ("mpii", "official"))
 DEFAULT_SIZES = (2_000, 100_000, 1_000_000)
+BACKENDS = ("numba", "numpy")
 
 
 def make_data(n: int, dataset: str, seed: int = 0, dtype=np.float32) -> dict:
@@ -59,35 +61,37 @@ def make_data(n: int, dataset: str, seed: int = 0, dtype=np.float32) -> dict:
     return {"pred": pred, "gt": gt, "head_box": head_box}
 
 
-def _time(fn, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def steady_state(sizes, repeats: int, cases=CASES) -> list[dict]:
-    """Median / min seconds per ``evaluate`` call for each size, case and backend (after one warm-up)."""
+    """Seconds per ``evaluate`` call for each size, case and backend, after one warm-up call each.
+
+    The two backends' calls alternate (Numba, NumPy, Numba, ...) so that each pair sees the same load on
+    a shared machine; ``speedup_median`` is the median of the per-pair ratios NumPy / Numba and
+    ``speedup_best`` the ratio of the fastest calls."""
     from deeppose_fast.metrics import evaluate
     rows = []
     for n in sizes:
         for dataset, protocol in cases:
             data = make_data(n, dataset)
-            results = {}
-            row = {"people": n, "dataset": dataset, "protocol": protocol}
-            for backend in ("numba", "numpy"):
-                def call():
-                    return evaluate(data["pred"], data["gt"], dataset, protocol, head_box=data["head_box"],
-                                    backend=backend)
-                results[backend] = call()  # warm-up: compile / cache load, first-touch of the data
-                times = _time(call, repeats)
-                row[backend] = {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats}
-            if abs(results["numba"].total - results["numpy"].total) > 1e-12:
+
+            def call(backend):
+                return evaluate(data["pred"], data["gt"], dataset, protocol, head_box=data["head_box"],
+                                backend=backend)
+
+            warm = {b: call(b) for b in BACKENDS}  # compile / cache load, first touch of the data
+            if abs(warm["numba"].total - warm["numpy"].total) > 1e-12:
                 raise RuntimeError(f"backends disagree at n={n} {dataset}/{protocol}: "
-                                   f"{results['numba'].total} vs {results['numpy'].total}")
-            row["speedup_median"] = row["numpy"]["median_s"] / row["numba"]["median_s"]
+                                   f"{warm['numba'].total} vs {warm['numpy'].total}")
+            times = {b: [] for b in BACKENDS}
+            for _ in range(repeats):
+                for b in BACKENDS:
+                    t0 = time.perf_counter()
+                    call(b)
+                    times[b].append(time.perf_counter() - t0)
+            row = {"people": n, "dataset": dataset, "protocol": protocol}
+            for b in BACKENDS:
+                row[b] = {"median_s": statistics.median(times[b]), "min_s": min(times[b]), "times_s": times[b]}
+            row["speedup_median"] = statistics.median(p / q for p, q in zip(times["numpy"], times["numba"]))
+            row["speedup_best"] = min(times["numpy"]) / min(times["numba"])
             row["people_per_s_numba"] = n / row["numba"]["median_s"]
             rows.append(row)
             del data
@@ -197,13 +201,14 @@ def markdown(result: dict, command: str = "") -> str:
              f"({env['threading_layer']}); load average at the end {env['load_average']}",
              f"- Python {env['python']}, NumPy {env['numpy']}, Numba {env['numba']}, "
              f"deeppose-fast {env['deeppose_fast']}", "",
-             "## Steady state (`evaluate()` end to end, float32 input, median of "
-             f"{result['repeats']} after a warm-up)", "",
-             "| people | dataset/protocol | Numba s | NumPy s | speed-up | Numba people/s |",
-             "|---:|---|---:|---:|---:|---:|"]
+             "## Steady state (`evaluate()` end to end, float32 input, "
+             f"{result['repeats']} alternating calls per backend after a warm-up)", "",
+             "| people | dataset/protocol | Numba median s | NumPy median s | speed-up (median of pairs) "
+             "| speed-up (best / best) | Numba people/s |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
     for r in result["steady_state"]:
         lines.append(f"| {r['people']:,} | {r['dataset']}/{r['protocol']} | {r['numba']['median_s']:.4f} | "
-                     f"{r['numpy']['median_s']:.4f} | {r['speedup_median']:.1f}x | "
+                     f"{r['numpy']['median_s']:.4f} | {r['speedup_median']:.1f}x | {r['speedup_best']:.1f}x | "
                      f"{r['people_per_s_numba']:,.0f} |")
     fc = result.get("first_call")
     if fc:
