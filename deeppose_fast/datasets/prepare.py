@@ -47,7 +47,7 @@ from deeppose_fast.datasets import shards
 from deeppose_fast.datasets.download import fetch_archives, sha256_file
 
 SKIP_MISSING_IMAGE = "missing image"
-SKIP_CORRUPT_IMAGE = "corrupt or truncated image"
+SKIP_CORRUPT_IMAGE = "corrupt, truncated or non-JPEG image"
 SKIP_OUTSIDE = "no annotated joint inside the image"
 WARN_OUTSIDE = "annotated joints outside the image (kept)"
 # DALI's decoders rotate by EXIF orientation unless adjust_orientation=False; annotations refer to the
@@ -462,8 +462,9 @@ def prepare(name: str, out: str | os.PathLike, *, source=None, download: bool = 
         "num_joints": skeleton.num_joints,
         "num_people": len(data),
         "splits": packed["splits"],
-        "split_mode": "image" if name == "synthetic" else split_mode,
-        "seed": seed,
+        # LSP's split is fixed by image index; MPII's and synthetic's come from a seeded permutation
+        "split_mode": {"mpii": split_mode, "synthetic": "image"}.get(name, "fixed"),
+        "seed": seed if name in ("mpii", "synthetic") else None,
         "skipped": {**data.skipped, **image_skips},
         "warnings": packed["warnings"],
         "sources": sums,

@@ -260,7 +260,7 @@ def test_bad_images_are_skipped_and_counted(tmp_path, synthetic_mpii_dir):
     total = manifest["splits"]["train"]["count"] + manifest["splits"]["test"]["count"]
     assert total == len(data) - sum(per_image[p] for p in (missing, truncated, garbage, png))
     messages = " ".join(str(w.message) for w in record)
-    assert "missing image" in messages and "corrupt or truncated image" in messages
+    assert P.SKIP_MISSING_IMAGE in messages and P.SKIP_CORRUPT_IMAGE in messages
 
 
 def test_joints_outside_the_image(tmp_path):
