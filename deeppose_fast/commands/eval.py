@@ -1,0 +1,53 @@
+"""``deeppose-fast eval SNAPSHOT``: a checkpoint's tables over a sweep of test-crop extensions."""
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.argument("snapshot", type=click.Path())
+@click.option("--data", default=None, help="prepared data set folder (default: the one it was trained on)")
+@click.option("--split", default="test", show_default=True)
+@click.option("--extensions", default="1.0:2.0:0.1", show_default=True,
+              help="box extensions: START:STOP:STEP (inclusive) or a comma list, e.g. 2.0")
+@click.option("--batch-size", default=128, show_default=True, type=int)
+@click.option("--limit", default=0, show_default=True, type=int, help="first N people only (0 = all)")
+@click.option("--json", "out_json", default=None,
+              help="output JSON (default: SNAPSHOT/eval-<split>.json)")
+def command(snapshot, data, split, extensions, batch_size, limit, out_json):
+    """Evaluate SNAPSHOT (a checkpoint folder, or a run folder: its newest checkpoint) under the dtf and
+    official protocols; prints the reference's tables and writes them as JSON."""
+    from pathlib import Path
+
+    from deeppose_fast import checkpoint, evaluate
+
+    try:
+        exts = parse_extensions(extensions)
+        ckpt_path = checkpoint.resolve(snapshot)
+        ckpt = checkpoint.load(ckpt_path)
+        data = data or ckpt.meta.get("config", {}).get("data")
+        if not data:
+            raise click.ClickException(f"{ckpt_path}: records no data set; pass --data")
+        out_json = out_json or str(Path(ckpt_path) / f"eval-{split}.json")
+        evaluate.evaluate_checkpoint(ckpt_path, data, extensions=exts, batch_size=batch_size, limit=limit,
+                                     split=split, out_json=out_json, echo=click.echo)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+def parse_extensions(text: str) -> tuple[float, ...]:
+    """``"1.0:2.0:0.1"`` -> (1.0, 1.1, ..., 2.0); ``"1.5,2.0"`` -> (1.5, 2.0)."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(x) for x in text.split(":"))
+            if step <= 0 or stop < start:
+                raise ValueError
+            n = int(round((stop - start) / step))
+            values = tuple(round(start + i * step, 6) for i in range(n + 1))
+        else:
+            values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"--extensions {text!r}: expected START:STOP:STEP or a comma list of numbers") from None
+    if not values or any(v <= 0 for v in values):
+        raise ValueError(f"--extensions {text!r}: extensions must be positive")
+    return values

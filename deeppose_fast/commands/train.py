@@ -1,0 +1,64 @@
+"""``deeppose-fast train``: train a preset, every setting overridable (``--batch-size 64 --conv-lr 1e-3``).
+
+    deeppose-fast train --preset synthetic-cpu
+    horovodrun -np 4 -H localhost:4 deeppose-fast train --preset mpii-scratch --scale-lr --warmup-steps 500
+    deeppose-fast train --preset synthetic-cpu --resume      # continue runs/synthetic-cpu exactly
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+
+import click
+
+from deeppose_fast.config import PRESETS, TrainConfig
+
+_SKIP = {"preset"}
+
+
+def _field_options(func):
+    """One ``--name`` option per TrainConfig field (default None = the preset's value)."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in reversed(dataclasses.fields(TrainConfig)):
+        if f.name in _SKIP:
+            continue
+        opt = "--" + f.name.replace("_", "-")
+        typ = hints[f.name]
+        if typ is bool:
+            func = click.option(f"{opt}/--no-{f.name.replace('_', '-')}", f.name, default=None,
+                                help=f"(default from the preset; base {f.default})")(func)
+        else:
+            func = click.option(opt, f.name, type={int: int, float: float, str: str}[typ], default=None,
+                                help=f"(default from the preset; base {f.default!r})")(func)
+    return func
+
+
+@click.command(context_settings={"show_default": False})
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
+              help="training recipe (default synthetic-cpu; with --resume, the run's own settings)")
+@click.option("--resume", is_flag=True, help="continue from the newest checkpoint in --out")
+@_field_options
+def command(preset, resume, **overrides):
+    """Train the AlexNet regressor (single process, or one process per GPU under horovodrun)."""
+    from deeppose_fast import checkpoint, config, dist
+    from deeppose_fast.train import TrainingDiverged, train
+
+    try:
+        if resume and preset is None:
+            # The run's own settings, from its newest checkpoint, with the command line on top.
+            out = overrides.get("out") or config.PRESETS["synthetic-cpu"]["out"]
+            ckpt = checkpoint.load(checkpoint.resolve(f"{out}/checkpoints"))
+            cfg = TrainConfig.from_dict(ckpt.meta["config"]).replace(**overrides)
+        else:
+            cfg = config.preset(preset or "synthetic-cpu", **overrides)
+        result = train(cfg, resume=resume)
+    except TrainingDiverged as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(3)
+    except (ValueError, FileNotFoundError, checkpoint.CheckpointError) as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        dist.shutdown()
+    if result["stopped_by"] == "signal":
+        sys.exit(130)

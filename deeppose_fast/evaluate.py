@@ -1,0 +1,217 @@
+"""Checkpoint evaluation on a prepared data set's test split, under both metric protocols.
+
+Shapes: N people, K joints. Predictions are made on the test crop (a fixed box extension around the
+ground-truth joints, no shift, as the reference's test script), decoded to source-image pixels with
+``codec.decode`` and scored with ``deeppose_fast.metrics.evaluate`` (protocols ``dtf`` and ``official``).
+
+``evaluate_checkpoint`` sweeps the box extension (default 1.0, 1.1, ..., 2.0, as DTF's test script) and
+writes every table as JSON.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROTOCOLS = ("dtf", "official")
+DEFAULT_EXTENSIONS = tuple(round(1.0 + 0.1 * i, 1) for i in range(11))
+
+
+def predict_split(model, shard_dir: str | os.PathLike, *, extension: float, batch_size: int = 128,
+                  split: str = "test", limit: int = 0, num_threads: int = 2) -> dict:
+    """Run ``model`` over a split's test crops.
+
+    Returns a dict of NumPy arrays over the N people evaluated (``limit`` > 0 keeps the first N):
+        ``pred`` (N, K, 2) and ``gt`` (N, K, 2) source-image pixels (gt NaN = not annotated);
+        ``targets_pred`` (N, K, 2) crop-frame outputs; ``visible`` (N, K); ``head_box`` (N, 4);
+        ``crop_box`` (N, 4); ``person_index`` (N,); ``pose_loss`` (float, the training loss on the test
+        crops).
+    """
+    import tensorflow as tf
+
+    from deeppose_fast import codec
+    from deeppose_fast.model import pose_loss
+    from deeppose_fast.pipeline import dali
+
+    input_size = int(model.input_shape[1])
+    infer = tf.function(lambda x: model(x, training=False))
+    parts: dict[str, list] = {k: [] for k in ("pred", "gt", "targets_pred", "visible", "head_box",
+                                                "crop_box", "person_index")}
+    loss_sum, n = 0.0, 0
+    for batch in dali.eval_batches(shard_dir, split=split, batch_size=batch_size, input_size=input_size,
+                                   extension=extension, num_threads=num_threads):
+        if limit and n >= limit:
+            break
+        keep = len(batch["images"]) if not limit else min(len(batch["images"]), limit - n)
+        out = infer(tf.constant(batch["images"][:keep])).numpy()
+        t = out.reshape(keep, -1, 2)
+        loss_sum += float(pose_loss(out, batch["targets"][:keep], batch["weights"][:keep])) * keep
+        parts["targets_pred"].append(t)
+        parts["pred"].append(codec.decode(t, batch["crop_box"][:keep]))
+        for k in ("visible", "head_box", "crop_box", "person_index"):
+            parts[k].append(batch[k][:keep])
+        parts["gt"].append(batch["joints"][:keep])
+        n += keep
+    if n == 0:
+        raise ValueError(f"{shard_dir}: split {split!r} has no people to evaluate")
+    res = {k: np.concatenate(v) for k, v in parts.items()}
+    res["pose_loss"] = loss_sum / n
+    return res
+
+
+def prediction_spread(targets_pred: np.ndarray, gt: np.ndarray, crop_box: np.ndarray) -> float:
+    """How much predictions vary across people relative to the ground truth, in the crop frame: the mean
+    over joints of std(pred) / std(gt). Near 0 = collapsed to one mean pose; near 1 = as varied as the
+    truth."""
+    from deeppose_fast import codec
+
+    t_gt = codec.encode(gt, crop_box)
+    ratios = []
+    for j in range(t_gt.shape[1]):
+        ok = np.all(np.isfinite(t_gt[:, j]), axis=-1)
+        if ok.sum() < 2:
+            continue
+        sd_gt = np.std(t_gt[ok, j], axis=0).mean()
+        if sd_gt > 0:
+            ratios.append(np.std(targets_pred[ok, j], axis=0).mean() / sd_gt)
+    return float(np.mean(ratios)) if ratios else math.nan
+
+
+def score(preds: dict, dataset: str) -> dict:
+    """``{protocol: EvalResult or error message}`` for both protocols."""
+    from deeppose_fast import metrics
+
+    results = {}
+    for protocol in PROTOCOLS:
+        try:
+            results[protocol] = metrics.evaluate(preds["pred"], preds["gt"], dataset=dataset,
+                                                 protocol=protocol, head_box=preds["head_box"])
+        except ValueError as e:  # e.g. official MPII without head boxes
+            results[protocol] = f"not computed: {e}"
+    return results
+
+
+def _dataset_of(shard_dir) -> str:
+    from deeppose_fast.datasets import shards
+
+    manifest = shards.read_manifest(shard_dir)
+    skeleton = manifest.get("skeleton")
+    if skeleton not in ("lsp", "mpii"):
+        raise ValueError(f"{Path(shard_dir) / 'manifest.json'}: unknown skeleton {skeleton!r}")
+    return skeleton
+
+
+def evaluate_model(model, shard_dir, *, extension: float, batch_size: int = 128, limit: int = 0,
+                   num_threads: int = 2, split: str = "test", dataset: str | None = None) -> dict:
+    """Predict and score one extension. Returns a report dict: ``extension``, ``num_people``,
+    ``pose_loss``, ``spread``, ``results`` {protocol: EvalResult | str}, ``headline`` (see ``headline``)."""
+    dataset = dataset or _dataset_of(shard_dir)
+    t0 = time.time()
+    preds = predict_split(model, shard_dir, extension=extension, batch_size=batch_size, split=split,
+                          limit=limit, num_threads=num_threads)
+    results = score(preds, dataset)
+    report = {"dataset": dataset, "split": split, "extension": extension, "num_people": len(preds["pred"]),
+              "pose_loss": preds["pose_loss"],
+              "spread": prediction_spread(preds["targets_pred"], preds["gt"], preds["crop_box"]),
+              "results": results, "seconds": time.time() - t0}
+    report["headline"] = headline(report)
+    return report
+
+
+def _table_total(result, name):
+    if isinstance(result, str) or name not in result.tables:
+        return math.nan
+    return float(result.tables[name].total)
+
+
+def headline(report: dict) -> dict:
+    """The numbers the reference's log leads with (dtf protocol) plus the official totals."""
+    dtf, off = report["results"].get("dtf"), report["results"].get("official")
+    return {"pose_loss": report["pose_loss"], "mPCP": _table_total(dtf, "PCP"),
+            "mPCKh": _table_total(dtf, "PCKh"), "mSymmetricPCKh": _table_total(dtf, "Symmetric PCKh"),
+            "official_total": math.nan if isinstance(off, str) or off is None else float(off.total),
+            "spread": report["spread"]}
+
+
+def format_report(report: dict) -> str:
+    """Text as the reference's training log prints it: pose loss, mPCP and the PCP table, mPCKh and the
+    symmetric PCKh table, for both protocols."""
+    h = report["headline"]
+    lines = [f"pose loss {h['pose_loss']:.5f} | mPCP {h['mPCP']:.3f} | mPCKh {h['mPCKh']:.3f} | "
+             f"mSymmetricPCKh {h['mSymmetricPCKh']:.3f} | prediction spread {h['spread']:.2f} "
+             f"(dtf protocol, extension {report['extension']:g}, {report['num_people']} people)"]
+    for protocol, result in report["results"].items():
+        lines.append(f"[{protocol}]")
+        lines.append(result if isinstance(result, str) else result.table())
+    return "\n".join(lines)
+
+
+def summary_scalars(report: dict) -> dict:
+    """TensorBoard scalars of one report."""
+    out = {f"test/{k}": v for k, v in report["headline"].items()}
+    for protocol, result in report["results"].items():
+        if isinstance(result, str):
+            continue
+        for tname, table in result.tables.items():
+            tag = tname.replace(" ", "_")
+            out[f"test_{protocol}/{tag}/{table.total_name}"] = table.total
+            for part, value in table.scores.items():
+                out[f"test_{protocol}/{tag}/{part.replace(' ', '_')}"] = value
+    return out
+
+
+def _jsonable(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def report_to_dict(report: dict) -> dict:
+    return {"dataset": report["dataset"], "split": report["split"], "extension": report["extension"],
+            "num_people": report["num_people"], "pose_loss": _jsonable(report["pose_loss"]),
+            "spread": _jsonable(report["spread"]),
+            "headline": {k: _jsonable(v) for k, v in report["headline"].items()},
+            "results": {p: (r if isinstance(r, str) else r.to_dict()) for p, r in report["results"].items()}}
+
+
+def curve_record(report: dict) -> dict:
+    return {k: _jsonable(v) for k, v in report["headline"].items()}
+
+
+def evaluate_checkpoint(snapshot, data, *, extensions=DEFAULT_EXTENSIONS, batch_size: int = 128,
+                        limit: int = 0, num_threads: int = 2, split: str = "test", out_json=None,
+                        echo=print) -> dict:
+    """Evaluate a checkpoint over a sweep of test-crop extensions; writes ``out_json`` (if given).
+
+    Raises:
+        checkpoint.CheckpointError: missing or corrupt snapshot, or trained for another joint count.
+    """
+    from deeppose_fast import checkpoint
+    from deeppose_fast.datasets import shards
+
+    ckpt = checkpoint.load(snapshot)
+    manifest = shards.read_manifest(data)
+    model = checkpoint.build_model(ckpt, expect_joints=int(manifest["num_joints"]))
+    dataset = manifest.get("skeleton")
+    echo(f"checkpoint {ckpt.path} (step {ckpt.step}), data {data} split {split}")
+    reports = []
+    for ext in extensions:
+        report = evaluate_model(model, data, extension=float(ext), batch_size=batch_size, limit=limit,
+                                num_threads=num_threads, split=split, dataset=dataset)
+        echo(f"=== extension {ext:g}")
+        echo(format_report(report))
+        reports.append(report)
+    doc = {"checkpoint": str(ckpt.path), "step": ckpt.step, "data": str(data), "split": split,
+           "reports": [report_to_dict(r) for r in reports]}
+    if out_json:
+        out_json = Path(out_json)
+        out_json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_json.with_name(f".{out_json.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(doc, indent=2))
+        os.replace(tmp, out_json)
+        echo(f"wrote {out_json}")
+    return doc
