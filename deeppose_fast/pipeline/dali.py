@@ -174,8 +174,8 @@ def build_train_pipeline(shard_dir, *, batch_size: int, input_size: int = 227, e
     Shuffling: the shard order is reshuffled every epoch (``shuffle_after_epoch``, the same seed on every
     rank so ranks stay disjoint) and samples are shuffled in a buffer of ``shuffle_buffer`` records.
     ``use_mmap`` maps the tar files instead of reading them (see ``_reader``: RSS then grows with the
-    data set). ``normalize=False`` keeps raw 0-255 pixels and ``swap_labels=False`` flips without the left/right swap:
-    both for inspection and tests only.
+    data set). ``normalize=False`` keeps raw 0-255 pixels and ``swap_labels=False`` flips without the
+    left/right swap: both for inspection and tests only.
     """
     from nvidia.dali import fn, types
     from nvidia.dali.pipeline import Pipeline
