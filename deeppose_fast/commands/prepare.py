@@ -32,6 +32,8 @@ from deeppose_fast.datasets import DTF_SEED, NAMES, SPLIT_MODES
               help="Largest crop extension the pre-crop must allow.")
 @click.option("--max-rotation", type=click.FloatRange(0.0, 90.0), default=0.0, show_default=True,
               help="Largest rotation (degrees) the pre-crop must allow.")
+@click.option("--max-scale-jitter", type=click.FloatRange(0.0, 0.9), default=0.0, show_default=True,
+              help="Largest zoom-out j (scale 1 - j) the pre-crop must allow.")
 @click.option("--preset", default="small", show_default=True,
               help="synthetic: size preset of the generator (small, mpii: MPII's size).")
 @click.option("--size", "num_images", type=click.IntRange(min=1), default=None,
@@ -41,7 +43,7 @@ from deeppose_fast.datasets import DTF_SEED, NAMES, SPLIT_MODES
               help="Threads decoding and encoding images.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def command(name, sources, download, base_url, out, split_mode, seed, records_per_shard, precrop, jpeg_quality,
-            ext_max, max_rotation, preset, num_images, generator_seed, workers, quiet):
+            ext_max, max_rotation, max_scale_jitter, preset, num_images, generator_seed, workers, quiet):
     """Prepare data set NAME (lsp, lspet, lsp-ext, mpii, synthetic) into shards + manifest.json.
 
     \b
@@ -56,7 +58,8 @@ def command(name, sources, download, base_url, out, split_mode, seed, records_pe
     from deeppose_fast.datasets.shards import ShardError
 
     out = out if out is not None else Path("data") / name
-    rule = PrecropRule(enabled=precrop, ext_max=ext_max, rotation=max_rotation, jpeg_quality=jpeg_quality)
+    rule = PrecropRule(enabled=precrop, ext_max=ext_max, rotation=max_rotation, scale_jitter=max_scale_jitter,
+                       jpeg_quality=jpeg_quality)
     default_show = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):

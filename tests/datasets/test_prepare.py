@@ -51,11 +51,13 @@ def test_precrop_region_hand_computed():
     assert rule.region(joints + 5000, 1000, 1000) is None  # entirely outside
 
 
-def test_precrop_contains_every_recipe_crop():
-    """Any crop the codec draws (ext up to 2.0, shift 10 %), clipped to the image, is the same crop
-    clipped to the pre-crop: same box after the offset, same targets."""
+@pytest.mark.parametrize("rotation, jitter", [(0.0, 0.0), (30.0, 0.2)])
+def test_precrop_contains_every_recipe_crop(rotation, jitter):
+    """Any crop the codec draws (ext up to 2.0, shift 10 %, rotation and zoom-out within the rule),
+    clipped to the image, is the same crop clipped to the pre-crop: same box and decoded region after
+    the offset, same targets."""
     rng = np.random.default_rng(0)
-    rule = P.PrecropRule()
+    rule = P.PrecropRule(rotation=rotation, scale_jitter=jitter)
     for _ in range(300):
         W, H = int(rng.integers(200, 1300)), int(rng.integers(200, 900))
         k = 16
@@ -74,12 +76,15 @@ def test_precrop_contains_every_recipe_crop():
         pose[:, 2] = annotated
         local = pose.copy()
         local[annotated, :2] -= np.float32([x0, y0])
-        draws = codec.sample_draws(rng, 1, ext_range=(1.0, 2.0), flip=False)[0]
+        draws = codec.sample_draws(rng, 1, ext_range=(1.0, 2.0), flip=False, rotation=rotation,
+                                   scale_jitter=jitter)[0]
         full = codec.crop_geometry(pose, (H, W), draws, size=227)
         cut = codec.crop_geometry(local, (y1 - y0, x1 - x0), draws, size=227)
         np.testing.assert_allclose(cut.crop_box[:2] + [x0, y0], full.crop_box[:2], atol=2e-3)
         np.testing.assert_allclose(cut.crop_box[2:], full.crop_box[2:], atol=2e-3)
         np.testing.assert_allclose(cut.targets, full.targets, atol=1e-4)
+        np.testing.assert_array_equal(cut.anchor + [x0, y0], full.anchor)
+        np.testing.assert_array_equal(cut.shape, full.shape)
         np.testing.assert_array_equal(cut.weights, full.weights)
 
 
