@@ -1,0 +1,110 @@
+"""Checkpoint evaluation on a prepared (synthetic, MPII-format) test split under both protocols."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+import keras  # noqa: E402
+
+from deeppose_fast import checkpoint, evaluate  # noqa: E402
+from deeppose_fast.commands.eval import parse_extensions  # noqa: E402
+from deeppose_fast.model import build_regressor  # noqa: E402
+
+S = 67
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    from deeppose_fast.datasets import DatasetWarning
+    from deeppose_fast.datasets.prepare import prepare
+
+    out = tmp_path_factory.mktemp("synthetic")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DatasetWarning)
+        manifest = prepare("synthetic", out, num_images=24, workers=1, progress=False)
+    return out, manifest
+
+
+def make_snapshot(path, joints):
+    keras.utils.set_random_seed(0)
+    m = build_regressor(joints, input_size=S, width=0.25, fc_units=16, dropout=0.0)
+    meta = {"num_joints": joints, "skeleton": "mpii" if joints == 16 else "lsp",
+            "model": dict(input_size=S, width=0.25, fc_units=16, dropout=0.0), "config": {}}
+    return checkpoint.save(path, 2, {"model": m.variables}, meta), m
+
+
+def test_evaluate_checkpoint_sweep_and_json(shards, tmp_path):
+    data, manifest = shards
+    ckpt, model = make_snapshot(tmp_path / "ck", 16)
+    out_json = tmp_path / "eval.json"
+    lines = []
+    doc = evaluate.evaluate_checkpoint(ckpt, data, extensions=(1.2, 2.0), batch_size=4, out_json=out_json,
+                                       echo=lines.append)
+    assert json.loads(out_json.read_text()) == json.loads(json.dumps(doc))
+    n_test = manifest["splits"]["test"]["count"]
+    assert [r["extension"] for r in doc["reports"]] == [1.2, 2.0]
+    for r in doc["reports"]:
+        assert r["num_people"] == n_test
+        assert set(r["results"]) == {"dtf", "official"}
+        assert r["results"]["dtf"]["metric"] == "Symmetric PCKh@0.5"
+        assert "Symmetric PCKh" in r["results"]["dtf"]["tables"] and "PCP" in r["results"]["dtf"]["tables"]
+        assert 0.0 <= r["headline"]["mSymmetricPCKh"] <= 1.0
+    text = "\n".join(lines)
+    assert "pose loss" in text and "mPCP" in text and "[official]" in text
+
+    # the pose loss is the training loss on the test crops, recomputed here with NumPy
+    from deeppose_fast.pipeline import dali
+    preds = evaluate.predict_split(model, data, extension=2.0, batch_size=4)
+    total, n = 0.0, 0
+    for b in dali.eval_batches(data, batch_size=4, input_size=S, extension=2.0):
+        out = model(b["images"], training=False).numpy().reshape(len(b["images"]), -1, 2)
+        w = b["weights"]
+        per = ((out - b["targets"]) ** 2).sum(-1) * w
+        total += (per.sum(1) / np.maximum(w.sum(1), 1)).sum()
+        n += len(w)
+    assert preds["pose_loss"] == pytest.approx(total / n, rel=1e-4)
+    assert doc["reports"][1]["pose_loss"] == pytest.approx(total / n, rel=1e-4)
+
+
+def test_prediction_spread():
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(0, 100, (50, 3, 2))
+    box = np.tile([0.0, 0.0, 100.0, 100.0], (50, 1))
+    t_gt = gt / 100 - 0.5
+    assert evaluate.prediction_spread(t_gt, gt, box) == pytest.approx(1.0)
+    collapsed = np.broadcast_to(t_gt.mean(0), t_gt.shape)
+    assert evaluate.prediction_spread(collapsed, gt, box) == pytest.approx(0.0, abs=1e-9)
+    assert evaluate.prediction_spread(0.5 * t_gt, gt, box) == pytest.approx(0.5)
+
+
+def test_eval_command_errors(shards, tmp_path):
+    from click.testing import CliRunner
+
+    from deeppose_fast.commands.eval import command
+
+    data, _ = shards
+    runner = CliRunner()
+    res = runner.invoke(command, [str(tmp_path / "missing"), "--data", str(data)])
+    assert res.exit_code != 0 and "no such checkpoint" in res.output
+    ckpt, _ = make_snapshot(tmp_path / "lsp", 14)
+    res = runner.invoke(command, [str(ckpt), "--data", str(data), "--extensions", "2.0"])
+    assert res.exit_code != 0 and "trained for 14 joints" in res.output and "16" in res.output
+    bad = tmp_path / "corrupt"
+    ckpt16, _ = make_snapshot(bad, 16)
+    (ckpt16 / "state.npz").write_bytes(b"garbage")
+    res = runner.invoke(command, [str(ckpt16), "--data", str(data)])
+    assert res.exit_code != 0 and "state.npz: corrupt or truncated" in res.output
+    res = runner.invoke(command, [str(ckpt16), "--data", str(data), "--extensions", "a:b"])
+    assert res.exit_code != 0 and "--extensions" in res.output
+
+
+def test_parse_extensions():
+    assert parse_extensions("1.0:2.0:0.1") == evaluate.DEFAULT_EXTENSIONS
+    assert len(evaluate.DEFAULT_EXTENSIONS) == 11 and evaluate.DEFAULT_EXTENSIONS[-1] == 2.0
+    assert parse_extensions("1.5,2") == (1.5, 2.0)
+    with pytest.raises(ValueError, match="positive"):
+        parse_extensions("0,1")
