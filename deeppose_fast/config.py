@@ -49,6 +49,7 @@ class TrainConfig:
     pool5: bool = True
     # optimisation
     batch_size: int = 128  # per rank
+    loss: str = "l2"  # l2 (DTF) | l1 (sum of absolute errors, same normalisation)
     optimizer: str = "adagrad"  # adagrad | adam | momentum
     conv_lr: float = 0.0005
     fc_lr: float = 0.0005
@@ -101,6 +102,7 @@ class TrainConfig:
         need(self.init in ("dtf", "he"), f"init must be dtf or he, got {self.init!r}")
         need(self.norm in ("lrn", "batchnorm"), f"norm must be lrn or batchnorm, got {self.norm!r}")
         need(self.lr_schedule in ("constant", "cosine"), f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
+        need(self.loss in ("l2", "l1"), f"loss must be l2 or l1, got {self.loss!r}")
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         need(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
         need(0 < self.ext_min <= self.ext_max, f"need 0 < ext_min <= ext_max, got {self.ext_min}, {self.ext_max}")

@@ -205,9 +205,10 @@ def split_variables(model: keras.Model) -> tuple[list, list]:
     return conv_vars, fc_vars
 
 
-def pose_loss(pred: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+def pose_loss(pred: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor, kind: str = "l2") -> tf.Tensor:
     """DTF's loss: per sample, the sum of squared errors over valid coordinates divided by the number of
-    valid joints; averaged over the batch.
+    valid joints; averaged over the batch. ``kind="l1"`` sums absolute errors instead (CPU preset only:
+    L1 converges faster for direct regression).
 
     Args:
         pred: (B, 2K) network output.
@@ -218,6 +219,13 @@ def pose_loss(pred: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor) -> tf.Ten
     """
     pred = tf.reshape(tf.cast(pred, tf.float32), tf.shape(targets))
     w = tf.cast(weights, tf.float32)
-    sq = tf.reduce_sum(tf.square(pred - tf.cast(targets, tf.float32)), axis=-1) * w  # (B, K)
+    diff = pred - tf.cast(targets, tf.float32)
+    if kind == "l2":
+        err = tf.square(diff)
+    elif kind == "l1":
+        err = tf.abs(diff)
+    else:
+        raise ValueError(f"loss must be 'l2' or 'l1', got {kind!r}")
+    sq = tf.reduce_sum(err, axis=-1) * w  # (B, K)
     per_sample = tf.reduce_sum(sq, axis=1) / tf.maximum(tf.reduce_sum(w, axis=1), 1.0)
     return tf.reduce_mean(per_sample)

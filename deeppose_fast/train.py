@@ -390,7 +390,7 @@ def _make_step(model, opt_conv, opt_fc, conv_vars, fc_vars, train_conv, global_s
     sources = conv_src + fc_src if train_conv else fc_src
 
     def forward(images, targets, weights):
-        return pose_loss(model(images, training=True), targets, weights)
+        return pose_loss(model(images, training=True), targets, weights, cfg.loss)
 
     if cfg.xla:
         # XLA compiles forward and backward; Horovod's collectives stay outside the cluster.

@@ -153,3 +153,16 @@ def test_segment_seed_is_pure_and_distinct():
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint"):
         run(cfg_for(tmp_path, "none"), resume=True)
+
+
+def test_xla_and_bf16_mixed_precision_step(tmp_path):
+    """The GPU options run (here on CPU): XLA-compiled forward/backward and bfloat16 compute."""
+    import keras
+
+    try:
+        res = run(cfg_for(tmp_path, "xla", max_steps=2, xla=True, mixed_precision="bf16", loss="l1"))
+        assert np.isfinite(res["loss"])
+        assert res["model"].get_layer("conv1").compute_dtype == "bfloat16"
+        assert res["model"].get_layer("fc8").kernel.dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
