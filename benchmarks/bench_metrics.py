@@ -167,7 +167,7 @@ def environment() -> dict:
     return {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
             "deeppose_fast": deeppose_fast.__version__, "cpu": cpu, "cores": cores,
             "numba_threads": numba.get_num_threads(), "threading_layer": _threading_layer(),
-            "platform": platform.platform(), "load_average": list(os.getloadavg())}
+            "platform": platform.platform(), "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 def _threading_layer() -> str:
