@@ -12,10 +12,12 @@ per image and channel, and hand out NHWC float32 NumPy batches with targets and 
 the crop's region (``decoders.image_slice``); OpenCV cannot, so the reference decodes the whole JPEG.
 Both use ``--threads`` worker threads (the reference: a thread pool, OpenCV's own threading off).
 
-Method: each loader runs in its own fresh Python process, so its peak RSS (``ru_maxrss``) is its own;
-``--warmup`` batches are discarded, then ``--repeats`` timed runs of ``--batches`` batches each; the table
-gives the median crops/s, the spread (half the range over the repeats), CPU seconds per 1000 crops
-(user + system, all threads) and peak RSS. The machine may be shared: compare loaders within one run.
+Method: each loader runs in fresh Python processes, so its peak RSS (``ru_maxrss``) is its own; the
+loaders alternate over ``--rounds`` rounds (A B A B ...) so that a load changing during the run hits both;
+in each process ``--warmup`` batches are discarded, then ``--repeats`` timed runs of ``--batches`` batches.
+The table gives the median crops/s over all timed runs, the spread (half their range), CPU seconds per
+1000 crops (user + system, all threads: the measure a shared machine disturbs least) and the largest peak
+RSS. On a shared machine compare loaders within one run, and prefer the CPU column.
 
 ``run(data, ...)`` returns the dict this script writes as JSON (for a later ``deeppose-fast bench``).
 """
@@ -126,26 +128,39 @@ def prepare_synthetic(preset: str, cache: Path) -> Path:
     return out
 
 
+def _worker_process(loader: str, params: dict) -> dict:
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", loader,
+                           "--params", json.dumps(params)], capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-12:])
+        raise RuntimeError(f"loader {loader!r} failed (exit {proc.returncode}):\n{tail}")
+    return json.loads(lines[-1])
+
+
 def run(data, *, loaders=("dali-cpu", "reference"), batch_size: int = 32, input_size: int = 227,
-        batches: int = 20, repeats: int = 3, warmup: int = 3, threads: int = 2, ext_range=(1.5, 2.0),
-        rotation: float = 0.0, scale_jitter: float = 0.0, seed: int = 0) -> dict:
-    """Measure each loader in its own process; returns ``{"system", "data", "params", "results"}``."""
+        batches: int = 20, repeats: int = 2, rounds: int = 3, warmup: int = 3, threads: int = 2,
+        ext_range=(1.5, 2.0), rotation: float = 0.0, scale_jitter: float = 0.0, seed: int = 0) -> dict:
+    """Measure the loaders in ``rounds`` interleaved rounds (A B A B ...: a load that changes during the run
+    hits every loader alike), each round one fresh process per loader doing ``repeats`` timed runs.
+    Returns ``{"benchmark", "date", "system", "data", "params", "results"}``."""
     data = Path(data).resolve()
     params = {"data": str(data), "batch_size": batch_size, "input_size": input_size, "batches": batches,
-              "repeats": repeats, "warmup": warmup, "threads": threads, "ext_range": list(ext_range),
-              "rotation": rotation, "scale_jitter": scale_jitter, "seed": seed}
+              "repeats": repeats, "rounds": rounds, "warmup": warmup, "threads": threads,
+              "ext_range": list(ext_range), "rotation": rotation, "scale_jitter": scale_jitter, "seed": seed}
+    runs = {loader: [] for loader in loaders}
+    for _ in range(rounds):
+        for loader in loaders:
+            runs[loader].append(_worker_process(loader, params))
     results = []
-    for loader in loaders:
-        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", loader,
-                               "--params", json.dumps(params)], capture_output=True, text=True)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        if proc.returncode != 0 or not lines:
-            tail = "\n".join(proc.stderr.strip().splitlines()[-12:])
-            raise RuntimeError(f"loader {loader!r} failed (exit {proc.returncode}):\n{tail}")
-        r = json.loads(lines[-1])
-        r["median_crops_per_s"] = statistics.median(r["crops_per_s"])
-        r["spread"] = (max(r["crops_per_s"]) - min(r["crops_per_s"])) / 2 / r["median_crops_per_s"]
-        results.append(r)
+    for loader, rs in runs.items():
+        rates = [v for r in rs for v in r["crops_per_s"]]
+        median = statistics.median(rates)
+        results.append({"loader": loader, "crops_per_s": rates, "median_crops_per_s": median,
+                        "spread": (max(rates) - min(rates)) / 2 / median,
+                        "cpu_s_per_1000": statistics.median(r["cpu_s_per_1000"] for r in rs),
+                        "setup_and_warmup_s": statistics.median(r["setup_and_warmup_s"] for r in rs),
+                        "peak_rss_mib": max(r["peak_rss_mib"] for r in rs)})
     return {"benchmark": "pipeline", "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "system": system_info(), "data": _data_summary(data), "params": params, "results": results}
 
@@ -154,7 +169,8 @@ def markdown(result: dict) -> str:
     p, s = result["params"], result["system"]
     lines = [f"Training crops {p['input_size']} x {p['input_size']}, batch {p['batch_size']}, "
              f"{p['threads']} threads, ext {p['ext_range']}, rotation {p['rotation']}, "
-             f"{p['repeats']} x {p['batches']} batches after {p['warmup']} warm-up; data: "
+             f"{p.get('rounds', 1)} interleaved rounds x {p['repeats']} x {p['batches']} batches after "
+             f"{p['warmup']} warm-up; data: "
              f"{result['data']['name']} ({result['data']['train_people']} train people); "
              f"{s['cpu']}, {s['cpus_usable']} CPUs{', ' + ', '.join(s['gpus']) if s['gpus'] else ''}.", "",
              "| loader | crops/s (median) | spread | CPU s / 1000 crops | peak RSS (MiB) |",
@@ -178,7 +194,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--input-size", type=int, default=227)
     ap.add_argument("--batches", type=int, default=20, help="batches per timed repeat")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs per process")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds, a fresh process per loader each")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ext-range", type=float, nargs=2, default=(1.5, 2.0))
@@ -200,8 +217,8 @@ def main(argv=None) -> int:
         from deeppose_fast.pipeline.dali import gpu_available
         loaders = ["dali-cpu", "reference"] + (["dali-gpu"] if gpu_available() else [])
     result = run(data, loaders=loaders, batch_size=a.batch_size, input_size=a.input_size, batches=a.batches,
-                 repeats=a.repeats, warmup=a.warmup, threads=a.threads, ext_range=tuple(a.ext_range),
-                 rotation=a.rotation, scale_jitter=a.scale_jitter)
+                 repeats=a.repeats, rounds=a.rounds, warmup=a.warmup, threads=a.threads,
+                 ext_range=tuple(a.ext_range), rotation=a.rotation, scale_jitter=a.scale_jitter)
     table = markdown(result)
     print(table)
     if a.json:
