@@ -8,10 +8,10 @@ cached load).
 Method: the same synthetic float32 data (predictions = ground truth + Gaussian noise, 8 % of joints
 unannotated, 3 % of predictions missing) goes through both backends, which must agree. Steady state:
 after one untimed warm-up call each (compile or cache load), ``repeats`` calls per backend, alternating
-Numba and NumPy so that each pair sees the same load; the speed-up is the median of the per-pair ratios. First call = time
-of the first ``evaluate`` in a new Python process, measured twice with a private empty ``NUMBA_CACHE_DIR``:
-the first process compiles (cold), the second loads the cache it wrote (cached); interpreter start-up and
-imports are reported apart. The machine is shared: compare the two backends within one run.
+Numba and NumPy so that each pair sees the same load; the speed-up is the median of the per-pair ratios.
+First call = time of the first ``evaluate`` in a new Python process, with a private, initially empty
+``NUMBA_CACHE_DIR``: the first process compiles (cold), the next ones load the cache it wrote (cached; and
+cached with SciPy imported beforehand); interpreter start-up and imports are reported apart.
 
 ``run(sizes, repeats)`` returns the same dict the script writes as JSON (for ``deeppose-fast bench``).
 """
@@ -89,7 +89,8 @@ def steady_state(sizes, repeats: int, cases=CASES) -> list[dict]:
                     times[b].append(time.perf_counter() - t0)
             row = {"people": n, "dataset": dataset, "protocol": protocol}
             for b in BACKENDS:
-                row[b] = {"median_s": statistics.median(times[b]), "min_s": min(times[b]), "times_s": times[b]}
+                row[b] = {"median_s": statistics.median(times[b]), "min_s": min(times[b]),
+                          "times_s": times[b]}
             row["speedup_median"] = statistics.median(p / q for p, q in zip(times["numpy"], times["numba"]))
             row["speedup_best"] = min(times["numpy"]) / min(times["numba"])
             row["people_per_s_numba"] = n / row["numba"]["median_s"]
@@ -183,7 +184,8 @@ def _threading_layer() -> str:
 def run(sizes=DEFAULT_SIZES, repeats: int = 5, *, include_first_call: bool = True) -> dict:
     """Run the benchmark; return ``{"environment", "date", "sizes", "repeats", "steady_state",
     "first_call"}`` (seconds)."""
-    result = {"benchmark": "metrics", "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    now = _dt.datetime.now(_dt.timezone.utc)
+    result = {"benchmark": "metrics", "date": now.isoformat(timespec="seconds"),
               "sizes": list(sizes), "repeats": repeats}
     if include_first_call:
         result["first_call"] = first_call()
@@ -208,12 +210,14 @@ def markdown(result: dict, command: str = "") -> str:
              "|---:|---|---:|---:|---:|---:|---:|"]
     for r in result["steady_state"]:
         lines.append(f"| {r['people']:,} | {r['dataset']}/{r['protocol']} | {r['numba']['median_s']:.4f} | "
-                     f"{r['numpy']['median_s']:.4f} | {r['speedup_median']:.1f}x | {r['speedup_best']:.1f}x | "
+                     f"{r['numpy']['median_s']:.4f} | {r['speedup_median']:.1f}x | "
+                     f"{r['speedup_best']:.1f}x | "
                      f"{r['people_per_s_numba']:,.0f} |")
     fc = result.get("first_call")
     if fc:
         lines += ["", "## First call in a fresh process (2,000 people, private NUMBA_CACHE_DIR)", "",
-                  "| run | import numba s | import metrics s | first call lsp/dtf s | first call mpii/official s "
+                  "| run | import numba s | import metrics s | first call lsp/dtf s "
+                  "| first call mpii/official s "
                   "| second call lsp/dtf s | first parallel call s | cache hits/misses |",
                   "|---|---:|---:|---:|---:|---:|---:|---|"]
         for label in fc:

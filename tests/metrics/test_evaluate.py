@@ -258,7 +258,8 @@ def ref_evaluate(pred, gt, ds, protocol, head_box, visible, thr):
         return not np.isnan(gt[i, jj]).any() and (visible is None or visible[i, jj])
 
     def pt(arr, i, idx):
-        return (sum(float(arr[i, q, 0]) for q in idx) / len(idx), sum(float(arr[i, q, 1]) for q in idx) / len(idx))
+        return (sum(float(arr[i, q, 0]) for q in idx) / len(idx),
+                sum(float(arr[i, q, 1]) for q in idx) / len(idx))
 
     def dist(a, b):
         d = math.hypot(a[0] - b[0], a[1] - b[1])
@@ -290,12 +291,14 @@ def ref_evaluate(pred, gt, ds, protocol, head_box, visible, thr):
     group_scores = {g: mean([per_joint[q] for q in m]) for g, m in groups.items()}
     if official:
         js = sorted(q for m in groups.values() for q in m)
-        out["PCKh" if ds == "mpii" else "PCK"] = (group_scores, sum(correct[q] for q in js) / sum(total[q] for q in js))
+        pooled = sum(correct[q] for q in js) / sum(total[q] for q in js)
+        out["PCKh" if ds == "mpii" else "PCK"] = (group_scores, pooled)
         curve = [curve_c[js, c].sum() / sum(total[q] for q in js) for c in range(51)]
     else:
         out["PCKh"] = ({sk.joint_names[q]: per_joint[q] for q in range(k)}, mean(per_joint))
         out["Symmetric PCKh"] = (group_scores, mean(group_scores.values()))
-        curve = [mean([curve_c[q, c] / total[q] if total[q] else math.nan for q in range(k)]) for c in range(51)]
+        curve = [mean([curve_c[q, c] / total[q] if total[q] else math.nan for q in range(k)])
+                 for c in range(51)]
     out["curve"] = curve
     out["auc"] = sum((curve[c] + curve[c + 1]) / 2 * 0.01 for c in range(50)) / 0.5
 

@@ -66,7 +66,8 @@ def loop_counts(pred, gt, visible, norm, thr, curve, sticks, alpha):
         return math.inf if math.isnan(e) else e
 
     def mid(arr, i, a, b):
-        return ((float(arr[i][a][0]) + float(arr[i][b][0])) / 2, (float(arr[i][a][1]) + float(arr[i][b][1])) / 2)
+        return ((float(arr[i][a][0]) + float(arr[i][b][0])) / 2,
+                (float(arr[i][a][1]) + float(arr[i][b][1])) / 2)
 
     for i in range(n):
         if norm is not None:
