@@ -90,8 +90,14 @@ else
 fi
 
 # 5. The package itself (editable), which builds the native DALI operator in csrc/ with CMake.
-if [ -f "$ROOT/setup.py" ]; then
+# Skipped when the package is installed from this checkout and the operator matches the csrc/ sources.
+if (cd "$ROOT" && pyok -c "import deeppose_fast.cli, os, sys; from deeppose_fast.pipeline import native; \
+    native.check_build(); sys.exit(os.path.dirname(deeppose_fast.cli.__file__) != os.path.join('$ROOT', 'deeppose_fast'))") \
+   && [ -x "$VENV/bin/deeppose-fast" ]; then
+  log "deeppose-fast (editable) with an up-to-date native operator: already installed"
+else
   log "installing deeppose-fast (editable) and building csrc/"
-  python -m pip install -q --no-build-isolation --no-deps -e "$ROOT"
+  python -m pip install -q --no-build-isolation --no-deps -e "$ROOT" 2>&1 \
+    | { grep -vE "^\s*(\*|!!|$)|careful with folders|same name as your package|take precedence|WheelFile|BuildBackendWarning" || true; }
 fi
 log "done: activate with 'source $VENV/bin/activate'"
