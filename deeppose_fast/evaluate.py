@@ -22,7 +22,8 @@ DEFAULT_EXTENSIONS = tuple(round(1.0 + 0.1 * i, 1) for i in range(11))
 
 
 def predict_split(model, shard_dir: str | os.PathLike, *, extension: float, batch_size: int = 128,
-                  split: str = "test", limit: int = 0, num_threads: int = 2) -> dict:
+                  split: str = "test", limit: int = 0, num_threads: int = 2, flip_test: bool = False,
+                  flip_perm=None) -> dict:
     """Run ``model`` over a split's test crops.
 
     Returns a dict of NumPy arrays over the N people evaluated (``limit`` > 0 keeps the first N):
@@ -38,7 +39,10 @@ def predict_split(model, shard_dir: str | os.PathLike, *, extension: float, batc
     from deeppose_fast.pipeline import dali
 
     input_size = int(model.input_shape[1])
-    infer = tf.function(lambda x: model(x, training=False))
+    @tf.function
+    def infer(x):
+        return model(x, training=False)
+
     parts: dict[str, list] = {k: [] for k in ("pred", "gt", "targets_pred", "visible", "head_box",
                                                 "crop_box", "person_index")}
     loss_sum, n = 0.0, 0
@@ -48,6 +52,11 @@ def predict_split(model, shard_dir: str | os.PathLike, *, extension: float, batc
             break
         keep = len(batch["images"]) if not limit else min(len(batch["images"]), limit - n)
         out = infer(tf.constant(batch["images"][:keep])).numpy()
+        if flip_test:
+            # Average with the prediction on the mirrored crop, mapped back (x -> -x, labels swapped).
+            back = infer(tf.constant(batch["images"][:keep, :, ::-1])).numpy().reshape(keep, -1, 2)
+            back = back[:, list(flip_perm)] * np.array([-1.0, 1.0], np.float32)
+            out = 0.5 * (out + back.reshape(keep, -1))
         t = out.reshape(keep, -1, 2)
         loss_sum += float(pose_loss(out, batch["targets"][:keep], batch["weights"][:keep])) * keep
         parts["targets_pred"].append(t)
@@ -106,18 +115,22 @@ def _dataset_of(shard_dir) -> str:
 
 
 def evaluate_model(model, shard_dir, *, extension: float, batch_size: int = 128, limit: int = 0,
-                   num_threads: int = 2, split: str = "test", dataset: str | None = None) -> dict:
+                   num_threads: int = 2, split: str = "test", dataset: str | None = None,
+                   flip_test: bool = False) -> dict:
     """Predict and score one extension. Returns a report dict: ``extension``, ``num_people``,
     ``pose_loss``, ``spread``, ``results`` {protocol: EvalResult | str}, ``headline`` (see ``headline``)."""
     dataset = dataset or _dataset_of(shard_dir)
     t0 = time.time()
+    from deeppose_fast import skeleton as skeletons
+
     preds = predict_split(model, shard_dir, extension=extension, batch_size=batch_size, split=split,
-                          limit=limit, num_threads=num_threads)
+                          limit=limit, num_threads=num_threads, flip_test=flip_test,
+                          flip_perm=skeletons.get(dataset).flip_permutation)
     results = score(preds, dataset)
     report = {"dataset": dataset, "split": split, "extension": extension, "num_people": len(preds["pred"]),
               "pose_loss": preds["pose_loss"],
               "spread": prediction_spread(preds["targets_pred"], preds["gt"], preds["crop_box"]),
-              "results": results, "seconds": time.time() - t0}
+              "results": results, "seconds": time.time() - t0, "flip_test": flip_test}
     report["headline"] = headline(report)
     return report
 
@@ -143,7 +156,8 @@ def format_report(report: dict) -> str:
     h = report["headline"]
     lines = [f"pose loss {h['pose_loss']:.5f} | mPCP {h['mPCP']:.3f} | mPCKh {h['mPCKh']:.3f} | "
              f"mSymmetricPCKh {h['mSymmetricPCKh']:.3f} | prediction spread {h['spread']:.2f} "
-             f"(dtf protocol, extension {report['extension']:g}, {report['num_people']} people)"]
+             f"(dtf protocol, extension {report['extension']:g}, {report['num_people']} people"
+             f"{', flip test' if report.get('flip_test') else ''})"]
     for protocol, result in report["results"].items():
         lines.append(f"[{protocol}]")
         lines.append(result if isinstance(result, str) else result.table())
@@ -172,6 +186,7 @@ def _jsonable(x):
 
 def report_to_dict(report: dict) -> dict:
     return {"dataset": report["dataset"], "split": report["split"], "extension": report["extension"],
+            "flip_test": report.get("flip_test", False),
             "num_people": report["num_people"], "pose_loss": _jsonable(report["pose_loss"]),
             "spread": _jsonable(report["spread"]),
             "headline": {k: _jsonable(v) for k, v in report["headline"].items()},
@@ -182,9 +197,20 @@ def curve_record(report: dict) -> dict:
     return {k: _jsonable(v) for k, v in report["headline"].items()}
 
 
+def sweep_table(reports: list[dict]) -> str:
+    """One line per extension: the dtf headline numbers and the official total."""
+    lines = ["=== summary over extensions (dtf protocol; official = the official protocol's total)",
+             f"{'extension':>9}  {'pose loss':>9}  {'mPCP':>6}  {'mPCKh':>6}  {'mSymPCKh':>8}  {'official':>8}  {'spread':>6}"]
+    for r in reports:
+        h = r["headline"]
+        lines.append(f"{r['extension']:>9g}  {h['pose_loss']:>9.5f}  {h['mPCP']:>6.3f}  {h['mPCKh']:>6.3f}  "
+                     f"{h['mSymmetricPCKh']:>8.3f}  {h['official_total']:>8.3f}  {h['spread']:>6.2f}")
+    return "\n".join(lines)
+
+
 def evaluate_checkpoint(snapshot, data, *, extensions=DEFAULT_EXTENSIONS, batch_size: int = 128,
                         limit: int = 0, num_threads: int = 2, split: str = "test", out_json=None,
-                        echo=print) -> dict:
+                        echo=print, flip_test: bool = False) -> dict:
     """Evaluate a checkpoint over a sweep of test-crop extensions; writes ``out_json`` (if given).
 
     Raises:
@@ -201,10 +227,11 @@ def evaluate_checkpoint(snapshot, data, *, extensions=DEFAULT_EXTENSIONS, batch_
     reports = []
     for ext in extensions:
         report = evaluate_model(model, data, extension=float(ext), batch_size=batch_size, limit=limit,
-                                num_threads=num_threads, split=split, dataset=dataset)
+                                num_threads=num_threads, split=split, dataset=dataset, flip_test=flip_test)
         echo(f"=== extension {ext:g}")
         echo(format_report(report))
         reports.append(report)
+    echo(sweep_table(reports))
     doc = {"checkpoint": str(ckpt.path), "step": ckpt.step, "data": str(data), "split": split,
            "reports": [report_to_dict(r) for r in reports]}
     if out_json:

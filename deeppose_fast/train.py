@@ -256,6 +256,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
         for name, variables in groups.items():
             checkpoint.assign(ckpt, name, variables)
         global_step.assign(ckpt.step)
+        # The rates come from the configuration (possibly overridden on resume), not the checkpoint.
+        opt_conv.learning_rate = learning_rate(cfg.conv_lr, ckpt.step, cfg, nranks)
+        opt_fc.learning_rate = learning_rate(cfg.fc_lr, ckpt.step, cfg, nranks)
         log.print(f"resumed from {ckpt.path} at step {ckpt.step}")
     elif cfg.weights:
         from deeppose_fast import weights as weights_lib

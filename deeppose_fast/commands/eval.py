@@ -14,7 +14,9 @@ import click
 @click.option("--limit", default=0, show_default=True, type=int, help="first N people only (0 = all)")
 @click.option("--json", "out_json", default=None,
               help="output JSON (default: SNAPSHOT/eval-<split>.json)")
-def command(snapshot, data, split, extensions, batch_size, limit, out_json):
+@click.option("--flip-test", is_flag=True,
+              help="average with the prediction on the mirrored crop (not in the reference's test script)")
+def command(snapshot, data, split, extensions, batch_size, limit, out_json, flip_test):
     """Evaluate SNAPSHOT (a checkpoint folder, or a run folder: its newest checkpoint) under the dtf and
     official protocols; prints the reference's tables and writes them as JSON."""
     from pathlib import Path
@@ -30,7 +32,7 @@ def command(snapshot, data, split, extensions, batch_size, limit, out_json):
             raise click.ClickException(f"{ckpt_path}: records no data set; pass --data")
         out_json = out_json or str(Path(ckpt_path) / f"eval-{split}.json")
         evaluate.evaluate_checkpoint(ckpt_path, data, extensions=exts, batch_size=batch_size, limit=limit,
-                                     split=split, out_json=out_json, echo=click.echo)
+                                     split=split, out_json=out_json, echo=click.echo, flip_test=flip_test)
     except (ValueError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
 

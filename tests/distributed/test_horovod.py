@@ -63,7 +63,7 @@ def test_two_ranks_train_identically_and_only_rank0_writes(shards, tmp_path):
     log = horovodrun(entry + ["train", "--preset", "synthetic-cpu", "--data", str(shards), "--out", str(out),
                               "--max-steps", "4", "--batch-size", "4", "--eval-every", "0", "--ckpt-every", "2",
                               "--input-size", "67", "--width", "0.25", "--fc-units", "32", "--tf-threads", "1",
-                              "--num-threads", "1", "--no-progress", "--max-minutes", "0"])
+                              "--num-threads", "1", "--no-progress", "--max-minutes", "0", "--fp16-allreduce"])
     digests = dict(re.findall(r"rank (\d)/2 step 4 weights sha256 ([0-9a-f]{64})", log))
     assert set(digests) == {"0", "1"}, log[-3000:]
     assert digests["0"] == digests["1"]
