@@ -1,0 +1,20 @@
+# Shortcuts for the README's commands. Every target runs the idempotent set-up first.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test bench
+setup:
+	bash scripts/setup.sh
+
+# The main job on the embedded default data set: prepare synthetic people, train the CPU preset
+# (at most 10 minutes), evaluate it under both protocols.
+demo: setup
+	$(BIN)/deeppose-fast prepare synthetic
+	$(BIN)/deeppose-fast train --preset synthetic-cpu
+	$(BIN)/deeppose-fast eval runs/synthetic-cpu
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/deeppose-fast bench --quick
