@@ -1,0 +1,178 @@
+"""Stage 1, the input pipeline: training crops per second and peak RSS of each loader, side by side.
+
+Loaders (each measured in its own process, so its peak RSS is its own):
+- ``dali-cpu`` / ``dali-gpu``: ``pipeline.dali.build_train_pipeline`` on CPU operators or on the GPU
+  (``decoders.image_slice`` on ``device="mixed"``, GPU warp); batches are handed out as NumPy arrays
+  (GPU images copied to the host) like the other loaders;
+- ``reference``: ``pipeline.reference.train_batches``, the OpenCV + NumPy loader (whole-JPEG decode);
+- ``ram-cache``: the reference implementation's strategy: decode every JPEG of the split once into RAM,
+  then per batch crop, warp and normalise with ``codec`` and the reference loader's functions. Its set-up
+  (decoding the split) is reported apart, and its peak RSS grows with the data set.
+
+Same work per crop for all: DTF crop geometry (random extension, shift, flip with label swap), bilinear
+warp to S x S, per-image per-channel normalisation, NHWC float32 batches with targets and weights, on
+``threads`` worker threads. Loaders alternate over ``rounds`` rounds (A B A B ...); in each process
+``warmup`` batches are discarded, then ``repeats`` timed runs of ``batches`` batches (or ``seconds``).
+"""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from deeppose_fast.bench import core
+
+LOADERS = ("dali-cpu", "dali-gpu", "reference", "ram-cache")
+
+
+def default_loaders() -> list[str]:
+    """dali-cpu, reference and ram-cache, plus dali-gpu where DALI sees a GPU."""
+    from deeppose_fast.pipeline.dali import gpu_available
+
+    return ["dali-cpu"] + (["dali-gpu"] if gpu_available() else []) + ["reference", "ram-cache"]
+
+
+class RamCacheLoader:
+    """Training batches from a split whose JPEGs were all decoded into RAM up front (as the reference
+    implementation did: about 10 GB for MPII). Yields the same dicts as ``reference.train_batches``
+    (``images``, ``targets``, ``weights``, ``crop_box``)."""
+
+    def __init__(self, shard_dir, *, batch_size: int, input_size: int = 227, ext_range=(1.5, 2.0),
+                 shift: float = 0.1, flip: bool = True, rotation: float = 0.0, scale_jitter: float = 0.0,
+                 seed: int = 0, num_threads: int = 2, split: str = "train"):
+        import cv2
+
+        from deeppose_fast.datasets import shards
+        from deeppose_fast.pipeline.dali import PipelineError, split_info
+
+        self.info = split_info(shard_dir, split)
+        self.batch_size, self.size, self.shift = batch_size, input_size, shift
+        self.draw_args = dict(ext_range=ext_range, flip=flip, rotation=rotation, scale_jitter=scale_jitter)
+        self.rng = np.random.default_rng(seed)
+        self.pool = ThreadPoolExecutor(max(1, num_threads))
+        records = [rec for tar in self.info.tars for rec in shards.iter_shard(tar)]
+        self.poses = [rec.pose for rec in records]
+        # BGR uint8, as cv2.imdecode returns them (and as the reference implementation kept them)
+        self.images = list(self.pool.map(
+            lambda rec: cv2.imdecode(np.frombuffer(rec.jpeg, np.uint8), cv2.IMREAD_COLOR), records))
+        del records
+        bad = next((i for i, im in enumerate(self.images) if im is None), None)
+        if bad is not None:
+            raise PipelineError(f"{self.info.shard_dir}: a JPEG of split {split!r} does not decode "
+                                f"(record {bad} in shard order)")
+        self.cached_bytes = sum(im.nbytes for im in self.images)
+        self._order = np.empty(0, np.int64)
+
+    def _crop(self, index: int, draws: np.ndarray):
+        import cv2
+
+        from deeppose_fast import codec
+        from deeppose_fast.pipeline import reference
+
+        image = self.images[index]
+        g = codec.crop_geometry(self.poses[index], image.shape[:2], draws, size=self.size, shift=self.shift,
+                                flip_perm=self.info.flip_perm)
+        x, y, w, h = (int(v) for v in (*g.anchor, *g.shape))
+        region = cv2.cvtColor(image[y:y + h, x:x + w], cv2.COLOR_BGR2RGB)
+        out = cv2.warpAffine(region.astype(np.float32), reference.opencv_matrix(g.matrix),
+                             (self.size, self.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return reference.normalize(out), g
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        from deeppose_fast import codec
+
+        if len(self._order) < self.batch_size:  # a new epoch, reshuffled
+            self._order = np.concatenate([self._order, self.rng.permutation(len(self.images))])
+        idx, self._order = self._order[:self.batch_size], self._order[self.batch_size:]
+        draws = codec.sample_draws(self.rng, self.batch_size, **self.draw_args)
+        if self.shift == 0:
+            draws[:, 2:4] = 0
+        results = list(self.pool.map(self._crop, idx, draws))
+        return {"images": np.stack([im for im, _ in results]),
+                "targets": np.stack([g.targets for _, g in results]),
+                "weights": np.stack([g.weights for _, g in results]),
+                "crop_box": np.stack([g.crop_box for _, g in results])}
+
+
+def _make_step(loader: str, p: dict):
+    """A function producing one batch of ``loader`` and returning its size, plus extra facts."""
+    common = dict(batch_size=p["batch_size"], input_size=p["input_size"], ext_range=tuple(p["ext_range"]),
+                  rotation=p.get("rotation", 0.0), scale_jitter=p.get("scale_jitter", 0.0),
+                  seed=p.get("seed", 0), num_threads=p["threads"])
+    if loader in ("reference", "ram-cache"):
+        import cv2
+
+        cv2.setNumThreads(1)  # parallelism comes from the loader's thread pool, as in DALI
+        if loader == "ram-cache":
+            it = RamCacheLoader(p["data"], **common)
+            extra = {"cached_images": len(it.images), "cached_mib": it.cached_bytes / 2**20}
+        else:
+            from deeppose_fast.pipeline import reference
+
+            it, extra = reference.train_batches(p["data"], **common), {}
+        return (lambda: next(it)["images"].shape[0]), extra
+    if loader not in ("dali-cpu", "dali-gpu"):
+        raise ValueError(f"unknown loader {loader!r}; expected one of {LOADERS}")
+    from deeppose_fast.pipeline import dali
+
+    pipe = dali.build_train_pipeline(p["data"], device="gpu" if loader == "dali-gpu" else "cpu", **common)
+    pipe.build()
+
+    def step():
+        # NumPy arrays out, as the other loaders (GPU images: including the copy to the host)
+        return dali._to_numpy(pipe.run()[0]).shape[0]
+
+    return step, {}
+
+
+def worker(p: dict) -> dict:
+    """Measure the loader ``p["name"]`` in this process: crops/s per repeat, CPU s per 1000 crops, set-up
+    time (building, or decoding the split into RAM, plus warm-up) and peak RSS (MiB)."""
+    t0 = time.perf_counter()
+    step, extra = _make_step(p["name"], p)
+    setup_s = time.perf_counter() - t0
+    timing = core.measure_rate(step, warmup=p["warmup"], repeats=p["repeats"], min_calls=p["batches"],
+                               min_seconds=p.get("seconds", 0.0), unit="crops/s")
+    return {**timing.to_dict(), "setup_s": setup_s, "peak_rss_mib": core.peak_rss_mb(), **extra}
+
+
+def run(data, *, loaders=None, batch_size: int = 32, input_size: int = 227, batches: int = 20,
+        seconds: float = 0.0, repeats: int = 2, rounds: int = 3, warmup: int = 3, threads: int = 2,
+        ext_range=(1.5, 2.0), rotation: float = 0.0, scale_jitter: float = 0.0, seed: int = 0,
+        timeout: float | None = None) -> dict:
+    """Measure the loaders (default: ``default_loaders()``) in interleaved rounds.
+    Returns ``{"params", "rows": [{"name", "median", "spread", "values", "cpu_s_per_1000", "setup_s",
+    "peak_rss_mib", ...}]}`` (rates in crops/s)."""
+    loaders = list(loaders or default_loaders())
+    bad = sorted(set(loaders) - set(LOADERS))
+    if bad:
+        raise ValueError(f"unknown loaders {bad}; expected some of {LOADERS}")
+    params = {"data": str(data), "batch_size": batch_size, "input_size": input_size, "batches": batches,
+              "seconds": seconds, "repeats": repeats, "warmup": warmup, "threads": threads,
+              "ext_range": list(ext_range), "rotation": rotation, "scale_jitter": scale_jitter, "seed": seed}
+    merged = core.interleave("pipeline", {name: params for name in loaders}, rounds, timeout=timeout)
+    return {"params": {**params, "rounds": rounds, "loaders": loaders},
+            "rows": [{"name": name, **merged[name]} for name in loaders]}
+
+
+def markdown(stage: dict) -> str:
+    """The stage's table."""
+    p = stage["params"]
+    lines = [f"Training crops {p['input_size']} px, batch {p['batch_size']}, {p['threads']} threads; "
+             f"{p['rounds']} interleaved rounds x {p['repeats']} repeats x >= {p['batches']} batches "
+             f"after {p['warmup']} warm-up.", "",
+             "| loader | crops/s (median) | spread | CPU s / 1000 crops | set-up s | peak RSS MiB |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in stage["rows"]:
+        lines.append(f"| {r['name']} | {r['median']:.1f} | ±{100 * r['spread']:.0f} % | "
+                     f"{r.get('cpu_s_per_1000', float('nan')):.2f} | {r['setup_s']:.1f} | "
+                     f"{r['peak_rss_mib']:.0f} |")
+    cache = next((r for r in stage["rows"] if "cached_mib" in r), None)
+    if cache:
+        lines += ["", f"ram-cache holds {cache['cached_images']:.0f} decoded images "
+                      f"({cache['cached_mib']:.0f} MiB); its set-up time is the decode of the whole split."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,204 @@
+"""``deeppose-fast bench``: run the stages, side by side in one run, and assemble the table and JSON record.
+
+Stages (each job in its own process, see ``core``):
+
+| stage | measures | module |
+|---|---|---|
+| ``pipeline`` | crops/s, CPU s per crop, peak RSS: DALI (CPU, GPU), OpenCV reference, RAM cache | ``pipeline`` |
+| ``train-step`` | images/s of the training step on synthetic tensors (fp32; GPU: bf16, XLA) | ``train_step`` |
+| ``end-to-end`` | images/s of training fed by the real pipeline, fraction of time waiting for input | ``end_to_end`` |
+| ``metrics`` | Numba kernels vs NumPy reference; first call (compile time) apart | ``metrics`` |
+| ``horovod`` | images/s per rank under horovodrun at 1..N ranks, weak-scaling efficiency | ``horovod`` |
+
+Every rate is the median of several timed repeats after a warm-up, with its spread (half the range
+relative to the median). The JSON record holds the hardware, versions, settings, the exact command and
+every raw value; a failed stage is recorded with its error and the other stages still run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from deeppose_fast.bench import core
+
+STAGES = ("pipeline", "train-step", "end-to-end", "metrics", "horovod")
+TITLES = {"pipeline": "1. Input pipeline", "train-step": "2. Training step on synthetic tensors",
+          "end-to-end": "3. End-to-end training with the real pipeline", "metrics": "4. Metric kernels",
+          "horovod": "5. Horovod scaling"}
+
+
+@dataclass
+class Settings:
+    """Everything a run depends on; ``None`` fields take the mode's default (``resolve``)."""
+
+    stages: tuple[str, ...] = STAGES
+    quick: bool = False
+    data: str | None = None  # a prepared shard folder; None: a synthetic set prepared into cache_dir
+    cache_dir: str | None = None
+    preset: str | None = None  # the network (and default batch, input size) of this config preset
+    batch_size: int | None = None
+    input_size: int | None = None
+    repeats: int | None = None  # timed repeats per process
+    rounds: int | None = None  # interleaved rounds (a fresh process per job each)
+    seconds: float | None = None  # minimum duration of one timed repeat
+    warmup: int | None = None
+    batches: int | None = None  # pipeline batches per repeat (training stages: a third, at least 2)
+    threads: int | None = None  # input pipeline threads
+    loaders: tuple[str, ...] | None = None
+    variants: tuple[str, ...] | None = None
+    sources: tuple[str, ...] | None = None
+    ranks: tuple[int, ...] = (1, 2)
+    horovod_input: str = "synthetic"
+    metrics_sizes: tuple[int, ...] | None = None
+    synthetic_images: int | None = None
+    timeout: float = 900.0  # seconds, per worker process
+
+    def resolve(self) -> "Settings":
+        """A copy with every ``None`` replaced by the default of the mode (quick or full) and machine."""
+        from deeppose_fast import config
+
+        bad = sorted(set(self.stages) - set(STAGES))
+        if bad or not self.stages:
+            raise ValueError(f"unknown stages {bad}; expected some of {', '.join(STAGES)}")
+        gpu = bool(core.gpu_names())
+        q = self.quick
+        preset = self.preset or ("synthetic-cpu" if q or not gpu else "mpii-scratch")
+        base = config.preset(preset)
+        defaults = dict(
+            preset=preset, batch_size=base.batch_size, input_size=base.input_size,
+            repeats=2 if q else 3, rounds=1 if q else 2, seconds=0.0 if q else 2.0, warmup=1 if q else 3,
+            batches=3 if q else 20, threads=min(4, core.usable_cpus()) if not gpu else 8,
+            sources=("dali",) if q else ("dali", "reference"),
+            metrics_sizes=(2_000, 20_000) if q else (2_000, 100_000, 1_000_000),
+            synthetic_images=60 if q else 400,
+            cache_dir=str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deeppose-fast"
+                          / "bench"))
+        resolved = {k: (v if getattr(self, k) is None else getattr(self, k)) for k, v in defaults.items()}
+        return dataclasses.replace(self, **resolved)
+
+    @property
+    def train_batches(self) -> int:
+        return max(2, self.batches // 3)
+
+
+def prepared_data(s: Settings) -> tuple[Path, dict]:
+    """The shard folder to measure (``s.data``, or a synthetic set prepared once into the cache) and a
+    summary of its manifest."""
+    from deeppose_fast.datasets import shards
+
+    if s.data:
+        path = Path(s.data).expanduser().resolve()
+    else:
+        path = Path(s.cache_dir) / f"synthetic-{s.synthetic_images}"
+        if not (path / shards.MANIFEST).is_file():  # the manifest is written last: its absence = incomplete
+            from deeppose_fast.datasets import DatasetWarning
+            from deeppose_fast.datasets.prepare import prepare
+
+            with warnings.catch_warnings():  # the generator's people without joints are skipped, with a warning
+                warnings.simplefilter("ignore", DatasetWarning)
+                prepare("synthetic", path, num_images=s.synthetic_images, workers=2, progress=False)
+    try:
+        m = shards.read_manifest(path)
+    except shards.ShardError as e:
+        raise ValueError(f"--data {path}: not a prepared data set ({e}); make one with `deeppose-fast prepare`")
+    return path, {"path": str(path), "name": m.get("name"), "num_joints": int(m["num_joints"]),
+                  "train_people": int(m["splits"]["train"]["count"]),
+                  "train_shards": len(m["splits"]["train"]["shards"])}
+
+
+def _run_stage(name: str, s: Settings, data: Path, k: int) -> dict:
+    from deeppose_fast.bench import end_to_end, horovod, metrics, pipeline, train_step
+
+    net = dict(preset=s.preset, batch_size=s.batch_size, input_size=s.input_size)
+    timed = dict(warmup=s.warmup, repeats=s.repeats, seconds=s.seconds, timeout=s.timeout)
+    ext = (_preset_config(s).ext_min, _preset_config(s).ext_max)
+    if name == "pipeline":
+        return pipeline.run(data, loaders=s.loaders, batch_size=s.batch_size, input_size=s.input_size,
+                            batches=s.batches, rounds=s.rounds, threads=s.threads, ext_range=ext, **timed)
+    if name == "train-step":
+        return train_step.run(num_joints=k, variants=s.variants, batches=s.train_batches, rounds=s.rounds,
+                              **net, **timed)
+    if name == "end-to-end":
+        return end_to_end.run(data, num_joints=k, sources=s.sources, batches=s.train_batches,
+                              rounds=s.rounds, threads=s.threads, **net, **timed)
+    if name == "metrics":
+        p = {"sizes": list(s.metrics_sizes), "repeats": max(3, s.repeats), "first_call": True,
+             "first_call_runs": ["cold", "cached"] if s.quick else list(metrics.FIRST_CALL_RUNS),
+             "parallel_first_call": not s.quick}
+        result = core.run_worker("metrics", p, timeout=s.timeout)
+        result.pop("system", None)  # the record's own system block says it
+        return result
+    if name == "horovod":
+        return horovod.run(data, ranks=s.ranks, num_joints=k, input=s.horovod_input,
+                           batches=s.train_batches, threads=max(1, s.threads // max(s.ranks)), **net, **timed)
+    raise ValueError(name)
+
+
+def _preset_config(s: Settings):
+    from deeppose_fast import config
+
+    return config.preset(s.preset)
+
+
+def run(settings: Settings, *, command: str = "", log=print) -> dict:
+    """Run the selected stages and return the record (see the module docstring)."""
+    s = settings.resolve()
+    t0 = time.time()
+    data, summary = prepared_data(s)
+    record = {"benchmark": "deeppose-fast bench", "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "command": command, "system": core.system_info(),
+              "settings": dataclasses.asdict(s),
+              "data": summary, "stages": {}, "errors": {}}
+    for name in s.stages:
+        log(f"[bench] {TITLES[name]} ...")
+        t = time.time()
+        try:
+            record["stages"][name] = _run_stage(name, s, data, summary["num_joints"])
+            record["stages"][name]["wall_s"] = round(time.time() - t, 1)
+        except (RuntimeError, ValueError, OSError) as e:
+            record["errors"][name] = str(e)
+            log(f"[bench] {name} failed: {e}")
+    record["wall_s"] = round(time.time() - t0, 1)
+    record["system"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    return record
+
+
+def markdown(record: dict) -> str:
+    """The record as a readable Markdown report: header, then one table per stage."""
+    from deeppose_fast.bench import end_to_end, horovod, metrics, pipeline, train_step
+
+    render = {"pipeline": pipeline.markdown, "train-step": train_step.markdown,
+              "end-to-end": end_to_end.markdown, "metrics": metrics.markdown, "horovod": horovod.markdown}
+    sysi, d = record["system"], record["data"]
+    versions = ", ".join(f"{k} {v}" for k, v in sysi["versions"].items())
+    lines = [f"# deeppose-fast bench, {record['date']}", "",
+             f"- command: `{record['command']}`" if record["command"] else None,
+             f"- machine: {sysi['cpu']}, {sysi['cpus_usable']} usable CPUs, {sysi['memory_gib']} GiB; "
+             f"GPUs: {', '.join(sysi['gpus']) or 'none'}; load average {sysi['load_average']} at the start, "
+             f"{sysi.get('load_average_end')} at the end",
+             f"- software: Python {sysi['python']}, {versions}",
+             f"- data: {d['path']} ({d['name']}, {d['train_people']} train people, {d['num_joints']} joints)",
+             f"- wall time {record['wall_s']} s", ""]
+    for name in STAGES:
+        if name in record["stages"]:
+            lines += [f"## {TITLES[name]}", "", render[name](record["stages"][name])]
+        elif name in record["errors"]:
+            lines += [f"## {TITLES[name]}", "", "FAILED:", "", "```", record["errors"][name], "```", ""]
+    return "\n".join(line for line in lines if line is not None) + "\n"
+
+
+def write(record: dict, json_path=None, markdown_path=None) -> str:
+    """Write the record as JSON and/or Markdown; return the Markdown."""
+    text = markdown(record)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(record, indent=1) + "\n")
+    if markdown_path:
+        Path(markdown_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(markdown_path).write_text(text)
+    return text
