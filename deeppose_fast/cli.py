@@ -16,6 +16,7 @@ COMMANDS = {
     "predict": ("deeppose_fast.commands.predict", "Predict joints on images: JSON and a PNG with the skeleton."),
     "export": ("deeppose_fast.commands.export", "Export a checkpoint to a SavedModel that serves alone."),
     "show": ("deeppose_fast.commands.show", "Write a contact sheet of augmented training crops with skeletons."),
+    "bench": ("deeppose_fast.commands.bench", "Measure where the time goes: pipeline, step, end to end, metrics, Horovod."),
 }
 
 
