@@ -62,8 +62,10 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--preset", default=None,
               help="Training preset whose network, batch and input size are measured [default: synthetic-cpu "
                    "on CPU or with --quick, mpii-scratch (full AlexNet) on a GPU].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch (per rank) [default: the preset's].")
-@click.option("--input-size", type=click.IntRange(min=16), default=None, help="Crop side S [default: the preset's].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Batch (per rank) [default: the preset's].")
+@click.option("--input-size", type=click.IntRange(min=16), default=None,
+              help="Crop side S [default: the preset's].")
 @click.option("--repeats", type=click.IntRange(min=1), default=None, help="Timed repeats per process [quick 2, else 3].")
 @click.option("--rounds", type=click.IntRange(min=1), default=None,
               help="Interleaved rounds, a fresh process per job each [quick 1, else 2].")
