@@ -102,6 +102,15 @@ def allreduce(value, average: bool = True, name: str | None = None):
     return out.numpy() if isinstance(value, (np.ndarray, np.generic, float, int)) else out
 
 
+def average_variables(variables, prefix: str = "avg") -> None:
+    """Replace each variable by its mean over ranks (e.g. batch-norm moving statistics, which every rank
+    computes from its own data). A collective: every rank must call it with the same list."""
+    if _hvd is None or _hvd.size() == 1:
+        return
+    for i, v in enumerate(backing(variables)):
+        v.assign(_hvd.allreduce(v.read_value(), op=_hvd.Average, name=f"{prefix}_{i}"))
+
+
 def broadcast_object(obj, root_rank: int = 0, name: str | None = None):
     """Rank ``root_rank``'s Python object on every rank (pickled). A collective."""
     if _hvd is None:

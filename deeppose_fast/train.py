@@ -274,6 +274,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
             if "seed_generator" in v.path:
                 v.assign(v.numpy() + rank * 7919)
 
+    # Batch-norm moving statistics are computed per rank from its own data: they are averaged over
+    # ranks (a collective, at steps every rank reaches) before anything is saved or evaluated.
+    bn_stats = [v for v in model.non_trainable_variables if "moving_" in v.path]
+    sync_counter = [0]
+
+    def sync_statistics():
+        if bn_stats and nranks > 1:
+            sync_counter[0] += 1
+            dist.average_variables(bn_stats, prefix=f"bn_stats_{sync_counter[0]}")
+
     step_fns = {}
 
     def get_step_fn(train_conv: bool):
@@ -357,12 +367,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
             if stop_votes > 0:
                 stopped_by = "signal" if stop.raised else ("time limit" if cfg.max_minutes > 0 else "another rank")
                 break
+            if step % cfg.ckpt_every == 0 or (cfg.eval_every > 0 and step % cfg.eval_every == 0):
+                sync_statistics()
             if step % cfg.ckpt_every == 0:
                 last_ckpt = save(step)
             if evaluate_fn is not None and root and cfg.eval_every > 0 and step % cfg.eval_every == 0:
                 evaluate_fn(model, step)
                 t_window, n_window = time.time(), 0  # evaluation time is not training speed
     bar.close()
+    sync_statistics()
     if last_ckpt is None or int(last_ckpt.name.split("-")[1]) != step:
         last_ckpt = save(step)
     if stopped_by is None and evaluate_fn is not None and root and cfg.eval_every > 0 \

@@ -97,8 +97,9 @@ def test_pose_loss_hand_computed():
 def test_cpu_variant_options():
     m = M.build_regressor(14, input_size=113, width=0.5, fc_units=64, init="he", norm="batchnorm")
     assert isinstance(m.get_layer("norm1"), keras.layers.BatchNormalization)
-    conv, fc = M.split_variables(m)  # batchnorm scale/offset go with the conv variables
-    assert len(conv) == 14 and len(fc) == 6
+    conv, fc = M.split_variables(m)  # batchnorm scale/offset (norm1, norm2, bn3-5) go with the conv variables
+    assert len(conv) == 10 + 5 * 2 and len(fc) == 6
+    assert isinstance(m.get_layer("bn5"), keras.layers.BatchNormalization)
     np.testing.assert_array_equal(m.get_layer("conv2").bias.numpy(), 0.0)
 
 
