@@ -200,3 +200,14 @@ def merge_runs(runs: list[dict]) -> dict:
         out["spread"] = spread(out["values"])
     out["processes"] = len(runs)
     return out
+
+
+def table(columns: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table: the first column left-aligned, the others right-aligned (numbers)."""
+    return (["| " + " | ".join(columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
+            + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def rate_cells(r: dict) -> list[str]:
+    """The median and spread cells of a rate row."""
+    return [f"{r['median']:.1f}", f"±{100 * r['spread']:.0f} %"]

@@ -38,7 +38,7 @@ def worker(p: dict) -> dict:
     """Train on source ``p["name"]`` in this process for the timed repeats."""
     t0 = time.perf_counter()
     cfg = config_for(p)
-    step = build_step(cfg, p["num_joints"])
+    step, _ = build_step(cfg, p["num_joints"])
     it = batches_from(p["name"], cfg)
     setup_s = time.perf_counter() - t0
     result = timed_steps(step, lambda: next(it), batch_size=cfg.batch_size, warmup=p["warmup"],
@@ -70,11 +70,9 @@ def markdown(stage: dict) -> str:
     p = stage["params"]
     lines = [f"Preset `{p['preset']}` network at {p['input_size']} px, batch {p['batch_size']}, fp32, "
              f"{p['threads']} loader threads; {p['rounds']} round(s) x {p['repeats']} repeats x "
-             f">= {p['batches']} steps after {p['warmup']} warm-up.", "",
-             "| input | images/s (median) | spread | waiting for input | CPU s / 1000 images | peak RSS MiB |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for r in stage["rows"]:
-        lines.append(f"| {r['name']} | {r['median']:.1f} | ±{100 * r['spread']:.0f} % | "
-                     f"{100 * r['wait_fraction_median']:.1f} % | {r['cpu_s_per_1000']:.1f} | "
-                     f"{r['peak_rss_mib']:.0f} |")
+             f">= {p['batches']} steps after {p['warmup']} warm-up.", ""]
+    lines += core.table(["input", "images/s (median)", "spread", "waiting for input", "CPU s / 1000 images",
+                         "peak RSS MiB"],
+                        [[r["name"], *core.rate_cells(r), f"{100 * r['wait_fraction_median']:.1f} %",
+                          f"{r['cpu_s_per_1000']:.1f}", f"{r['peak_rss_mib']:.0f}"] for r in stage["rows"]])
     return "\n".join(lines) + "\n"

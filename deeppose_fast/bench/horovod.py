@@ -38,11 +38,10 @@ def worker(p: dict) -> dict | None:
     """One rank's part; returns the gathered result on rank 0 and None elsewhere."""
     from deeppose_fast import dist
 
-    dist.init()
-    size, rank = dist.size(), dist.rank()
     t0 = time.perf_counter()
     cfg = config_for(p)
-    step = build_step(cfg, p["num_joints"])
+    step, model = build_step(cfg, p["num_joints"])  # configures TF threads first, then Horovod
+    size, rank = dist.size(), dist.rank()
     if p.get("input", "synthetic") == "dali":
         from deeppose_fast import train
 
@@ -54,18 +53,42 @@ def worker(p: dict) -> dict | None:
     setup_s = time.perf_counter() - t0
     res = timed_steps(step, next_batch, batch_size=cfg.batch_size, warmup=p["warmup"],
                       repeats=p["repeats"], batches=p["batches"], seconds=p.get("seconds", 0.0))
+    allreduce_s = _allreduce_seconds(model, p["repeats"])
     # every rank's rates, gathered by a sum of one-hot rows (a collective: all ranks call it)
     mine = np.zeros((size, len(res["values"]) + 2))
     mine[rank] = res["values"] + [core.peak_rss_mb(), setup_s]
     table = dist.allreduce(mine, average=False, name="bench_rates")
     if rank != 0:
         return None
+    grad_mb = 4 * sum(int(np.prod(v.shape)) for v in model.trainable_variables) / 2**20
     per_rank = [statistics.median(row[:-2]) for row in table]
-    return {"ranks": size, "per_rank_values": table[:, :-2].tolist(), "per_rank_median": per_rank,
+    return {"ranks": size, "values": table[:, :-2].ravel().tolist(), "per_rank_median": per_rank,
             "median": statistics.median(per_rank), "total": float(sum(per_rank)),
             "spread": core.spread(table[:, :-2].ravel()), "unit": "images/s per rank",
             "wait_fraction_median": res["wait_fraction_median"], "peak_rss_mib": float(table[:, -2].max()),
-            "setup_s": float(table[:, -1].max())}
+            "setup_s": float(table[:, -1].max()), "tf_intra_op_threads": res["tf_intra_op_threads"],
+            "gradient_mb": grad_mb, "allreduce_s": allreduce_s,
+            # the share of a step that one gradient-sized allreduce alone takes (rank 0's view)
+            "allreduce_fraction": allreduce_s * statistics.median(res["values"]) / cfg.batch_size}
+
+
+def _allreduce_seconds(model, repeats: int) -> float:
+    """Median seconds of one allreduce of a float32 buffer as large as all trainable weights (what the
+    step averages), after one untimed call; 0 alone (no collective runs)."""
+    import tensorflow as tf
+
+    from deeppose_fast import dist
+
+    if dist.size() == 1:
+        return 0.0
+    n = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    buf = tf.zeros((n,), tf.float32)
+    times = []
+    for i in range(repeats + 1):
+        t = time.perf_counter()
+        dist.allreduce(buf, name=f"bench_allreduce_{i}").numpy()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times[1:])
 
 
 def run(data, *, ranks=(1, 2), preset: str, batch_size: int, input_size: int, num_joints: int,
@@ -103,10 +126,13 @@ def markdown(stage: dict) -> str:
     lines = [f"`horovodrun -np N -H localhost:N --gloo`, weak scaling: batch {p['batch_size']} per rank, "
              f"preset `{p['preset']}` network at {p['input_size']} px, {p['input']} input, "
              f"{p['tf_threads']} TF thread(s) per rank; "
-             f"{p['repeats']} repeats x >= {p['batches']} steps after {p['warmup']} warm-up per rank.", "",
-             "| ranks | images/s per rank (median) | spread | images/s total | efficiency | peak RSS MiB (max rank) |",
-             "|---:|---:|---:|---:|---:|---:|"]
-    for r in stage["rows"]:
-        lines.append(f"| {r['ranks']} | {r['median']:.1f} | ±{100 * r['spread']:.0f} % | {r['total']:.1f} | "
-                     f"{100 * r['efficiency']:.0f} % | {r['peak_rss_mib']:.0f} |")
+             f"{p['repeats']} repeats x >= {p['batches']} steps after {p['warmup']} warm-up per rank.", ""]
+    lines += core.table(["ranks", "images/s per rank (median)", "spread", "images/s total", "efficiency",
+                         "allreduce of the gradients, s (share of a step)", "peak RSS MiB (max rank)"],
+                        [[str(r["ranks"]), *core.rate_cells(r), f"{r['total']:.1f}", f"{100 * r['efficiency']:.0f} %",
+                          f"{r['allreduce_s']:.3f} ({100 * r['allreduce_fraction']:.0f} %)",
+                          f"{r['peak_rss_mib']:.0f}"] for r in stage["rows"]])
+    grad = stage["rows"][0].get("gradient_mb")
+    if grad:
+        lines += ["", f"Gradients: {grad:.1f} MB of float32 per step."]
     return "\n".join(lines) + "\n"

@@ -164,13 +164,10 @@ def markdown(stage: dict) -> str:
     p = stage["params"]
     lines = [f"Training crops {p['input_size']} px, batch {p['batch_size']}, {p['threads']} threads; "
              f"{p['rounds']} interleaved rounds x {p['repeats']} repeats x >= {p['batches']} batches "
-             f"after {p['warmup']} warm-up.", "",
-             "| loader | crops/s (median) | spread | CPU s / 1000 crops | set-up s | peak RSS MiB |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for r in stage["rows"]:
-        lines.append(f"| {r['name']} | {r['median']:.1f} | ±{100 * r['spread']:.0f} % | "
-                     f"{r.get('cpu_s_per_1000', float('nan')):.2f} | {r['setup_s']:.1f} | "
-                     f"{r['peak_rss_mib']:.0f} |")
+             f"after {p['warmup']} warm-up.", ""]
+    lines += core.table(["loader", "crops/s (median)", "spread", "CPU s / 1000 crops", "set-up s", "peak RSS MiB"],
+                        [[r["name"], *core.rate_cells(r), f"{r['cpu_s_per_1000']:.2f}", f"{r['setup_s']:.1f}",
+                          f"{r['peak_rss_mib']:.0f}"] for r in stage["rows"]])
     cache = next((r for r in stage["rows"] if "cached_mib" in r), None)
     if cache:
         lines += ["", f"ram-cache holds {cache['cached_images']:.0f} decoded images "

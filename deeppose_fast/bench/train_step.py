@@ -38,10 +38,10 @@ def config_for(p: dict):
                          tf_threads=p.get("tf_threads") or None, progress=False)
 
 
-def build_step(cfg, num_joints: int) -> Callable:
-    """The training step of ``train`` for ``cfg``'s network: ``step(images, targets, weights) -> stats``
-    (a tensor; ``.numpy()`` waits for the step to finish). Initialises TF (and Horovod under
-    horovodrun) first."""
+def build_step(cfg, num_joints: int) -> tuple[Callable, object]:
+    """The training step of ``train`` for ``cfg``'s network and the model: ``step(images, targets,
+    weights) -> stats`` (a tensor; ``.numpy()`` waits for the step to finish). Configures TF, then
+    initialises Horovod under horovodrun, as ``train.train`` does."""
     import tensorflow as tf
 
     from deeppose_fast import dist, train
@@ -59,7 +59,7 @@ def build_step(cfg, num_joints: int) -> Callable:
     global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
     step = train._make_step(model, opt_conv, opt_fc, conv_vars, fc_vars, True, global_step, cfg)
     no_stop = tf.constant(0.0)
-    return lambda images, targets, weights: step(images, targets, weights, no_stop)
+    return (lambda images, targets, weights: step(images, targets, weights, no_stop)), model
 
 
 def synthetic_batch(batch_size: int, input_size: int, num_joints: int, seed: int = 0):
@@ -94,16 +94,20 @@ def timed_steps(step: Callable, next_batch: Callable, *, batch_size: int, warmup
         rates.append(n * batch_size / total)
         waits.append(wait / total)
         cpu.append((time.process_time() - cpu0) / (n * batch_size))
+    import tensorflow as tf
+
     return {"median": statistics.median(rates), "spread": core.spread(rates), "values": rates,
             "unit": "images/s", "wait_fraction": waits, "wait_fraction_median": statistics.median(waits),
-            "cpu_s_per_1000": 1000 * statistics.median(cpu)}
+            "cpu_s_per_1000": 1000 * statistics.median(cpu),
+            # 0 = TensorFlow's default (all cores)
+            "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()}
 
 
 def worker(p: dict) -> dict:
     """Measure one variant (``p["name"]``) on synthetic tensors in this process."""
     t0 = time.perf_counter()
     cfg = config_for({**p, "variant": p["name"]})
-    step = build_step(cfg, p["num_joints"])
+    step, _ = build_step(cfg, p["num_joints"])
     batch = synthetic_batch(cfg.batch_size, cfg.input_size, p["num_joints"])
     setup_s = time.perf_counter() - t0
     result = timed_steps(step, lambda: batch, batch_size=cfg.batch_size, warmup=p["warmup"],
@@ -131,10 +135,9 @@ def markdown(stage: dict) -> str:
     p = stage["params"]
     lines = [f"Network of preset `{p['preset']}` at {p['input_size']} px, batch {p['batch_size']}, "
              f"synthetic tensors; {p['rounds']} round(s) x {p['repeats']} repeats x >= {p['batches']} steps "
-             f"after {p['warmup']} warm-up.", "",
-             "| variant | images/s (median) | spread | CPU s / 1000 images | set-up s | peak RSS MiB |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for r in stage["rows"]:
-        lines.append(f"| {r['name']} | {r['median']:.1f} | ±{100 * r['spread']:.0f} % | "
-                     f"{r['cpu_s_per_1000']:.1f} | {r['setup_s']:.1f} | {r['peak_rss_mib']:.0f} |")
+             f"after {p['warmup']} warm-up.", ""]
+    lines += core.table(["variant", "images/s (median)", "spread", "CPU s / 1000 images", "set-up s",
+                         "peak RSS MiB"],
+                        [[r["name"], *core.rate_cells(r), f"{r['cpu_s_per_1000']:.1f}", f"{r['setup_s']:.1f}",
+                          f"{r['peak_rss_mib']:.0f}"] for r in stage["rows"]])
     return "\n".join(lines) + "\n"

@@ -26,7 +26,7 @@ def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", TF_CPP_MIN_LOG_LEVEL="2")
     cmd = [str(BIN / "deeppose-fast"), "bench", "--quick", "--cache-dir", str(out / "cache"),
-           "--synthetic-images", "16", "--batch-size", "8", "--input-size", "64", "--batches", "2",
+           "--synthetic-images", "16", "--batch-size", "8", "--input-size", "80", "--batches", "2",
            "--metrics-sizes", "500", "--json", str(out / "bench.json"), "--markdown", str(out / "bench.md")]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
