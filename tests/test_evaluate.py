@@ -108,3 +108,29 @@ def test_parse_extensions():
     assert parse_extensions("1.5,2") == (1.5, 2.0)
     with pytest.raises(ValueError, match="positive"):
         parse_extensions("0,1")
+
+
+def test_flip_test_maps_the_mirrored_prediction_back(shards):
+    """A model whose x output is s_k * (mean of the left half - mean of the right half): mirroring the crop
+    negates it, so the flip test must give ((s_k + s_perm(k)) / 2) * D, with y unchanged."""
+    from deeppose_fast import skeleton
+    from deeppose_fast.pipeline import dali
+
+    data, _ = shards
+    k = 16
+    scale = np.arange(1, k + 1, dtype=np.float32)
+    inp = keras.Input((S, S, 3))
+    d = keras.layers.Lambda(lambda x: tf.reduce_mean(x[:, :, : S // 2], axis=[1, 2, 3])
+                            - tf.reduce_mean(x[:, :, S - S // 2:], axis=[1, 2, 3]))(inp)
+    xy = keras.layers.Lambda(lambda v: tf.reshape(tf.stack([v[:, None] * scale, tf.ones_like(v[:, None] * scale) * 0.1], -1),
+                                                  [-1, 2 * k]))(d)
+    model = keras.Model(inp, xy)
+    plain = evaluate.predict_split(model, data, extension=2.0, batch_size=4)
+    perm = list(skeleton.MPII.flip_permutation)
+    flipped = evaluate.predict_split(model, data, extension=2.0, batch_size=4, flip_test=True, flip_perm=perm)
+    images = np.concatenate([b["images"] for b in dali.eval_batches(data, batch_size=4, input_size=S, extension=2.0)])
+    dd = images[:, :, : S // 2].mean((1, 2, 3)) - images[:, :, S - S // 2:].mean((1, 2, 3))
+    np.testing.assert_allclose(plain["targets_pred"][..., 0], dd[:, None] * scale, rtol=1e-4, atol=1e-5)
+    expected_x = dd[:, None] * (scale + scale[perm]) / 2
+    np.testing.assert_allclose(flipped["targets_pred"][..., 0], expected_x, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(flipped["targets_pred"][..., 1], 0.1, rtol=1e-5)
