@@ -211,3 +211,16 @@ def table(columns: list[str], rows: list[list[str]]) -> list[str]:
 def rate_cells(r: dict) -> list[str]:
     """The median and spread cells of a rate row."""
     return [f"{r['median']:.1f}", f"±{100 * r['spread']:.0f} %"]
+
+
+def compare(stage: str, key: str, names: list[str], allowed, params: dict, rounds: int, *,
+            timeout: float | None = None) -> dict:
+    """Measure the jobs ``names`` (each one of ``allowed``: loaders, variants, input sources) of one stage
+    with the same ``params``, interleaved over ``rounds``. Returns ``{"params": {..., "rounds", key:
+    names}, "rows": [{"name", ...merged result}]}``."""
+    bad = sorted(set(names) - set(allowed))
+    if bad or not names:
+        raise ValueError(f"unknown {key} {bad}; expected some of {', '.join(allowed)}")
+    merged = interleave(stage, {name: params for name in names}, rounds, timeout=timeout)
+    return {"params": {**params, "rounds": rounds, key: list(names)},
+            "rows": [{"name": name, **merged[name]} for name in names]}

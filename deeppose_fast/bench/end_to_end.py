@@ -50,20 +50,13 @@ def run(data, *, preset: str, batch_size: int, input_size: int, num_joints: int,
         warmup: int = 3, repeats: int = 3, batches: int = 5, seconds: float = 0.0, rounds: int = 1,
         threads: int = 2, tf_threads: int = 0, timeout: float | None = None) -> dict:
     """Measure each input source. Returns ``{"params", "rows"}``."""
-    sources = list(sources)
-    bad = sorted(set(sources) - set(SOURCES))
-    if bad:
-        raise ValueError(f"unknown input sources {bad}; expected some of {SOURCES}")
     params = {"data": str(data), "preset": preset, "batch_size": batch_size, "input_size": input_size,
               "num_joints": num_joints, "warmup": warmup, "repeats": repeats, "batches": batches,
               "seconds": seconds, "threads": threads, "tf_threads": tf_threads}
-    merged = core.interleave("end_to_end", {s: params for s in sources}, rounds, timeout=timeout)
-    rows = []
-    for s in sources:
-        row = {"name": s, **merged[s]}
+    stage = core.compare("end_to_end", "sources", list(sources), SOURCES, params, rounds, timeout=timeout)
+    for row in stage["rows"]:  # over every repeat of every round
         row["wait_fraction_median"] = statistics.median(row["wait_fraction"])
-        rows.append(row)
-    return {"params": {**params, "rounds": rounds, "sources": sources}, "rows": rows}
+    return stage
 
 
 def markdown(stage: dict) -> str:

@@ -147,16 +147,11 @@ def run(data, *, loaders=None, batch_size: int = 32, input_size: int = 227, batc
     """Measure the loaders (default: ``default_loaders()``) in interleaved rounds.
     Returns ``{"params", "rows": [{"name", "median", "spread", "values", "cpu_s_per_1000", "setup_s",
     "peak_rss_mib", ...}]}`` (rates in crops/s)."""
-    loaders = list(loaders or default_loaders())
-    bad = sorted(set(loaders) - set(LOADERS))
-    if bad:
-        raise ValueError(f"unknown loaders {bad}; expected some of {LOADERS}")
     params = {"data": str(data), "batch_size": batch_size, "input_size": input_size, "batches": batches,
               "seconds": seconds, "repeats": repeats, "warmup": warmup, "threads": threads,
               "ext_range": list(ext_range), "rotation": rotation, "scale_jitter": scale_jitter, "seed": seed}
-    merged = core.interleave("pipeline", {name: params for name in loaders}, rounds, timeout=timeout)
-    return {"params": {**params, "rounds": rounds, "loaders": loaders},
-            "rows": [{"name": name, **merged[name]} for name in loaders]}
+    return core.compare("pipeline", "loaders", list(loaders or default_loaders()), LOADERS, params, rounds,
+                        timeout=timeout)
 
 
 def markdown(stage: dict) -> str:

@@ -119,16 +119,11 @@ def run(*, preset: str, batch_size: int, input_size: int, num_joints: int = 16, 
         warmup: int = 2, repeats: int = 3, batches: int = 5, seconds: float = 0.0, rounds: int = 1,
         tf_threads: int = 0, timeout: float | None = None) -> dict:
     """Measure the variants (default ``default_variants()``). Returns ``{"params", "rows"}``."""
-    variants = list(variants or default_variants())
-    bad = sorted(set(variants) - set(VARIANTS))
-    if bad:
-        raise ValueError(f"unknown train-step variants {bad}; expected some of {VARIANTS}")
     params = {"preset": preset, "batch_size": batch_size, "input_size": input_size, "num_joints": num_joints,
               "warmup": warmup, "repeats": repeats, "batches": batches, "seconds": seconds,
               "tf_threads": tf_threads}
-    merged = core.interleave("train_step", {v: params for v in variants}, rounds, timeout=timeout)
-    return {"params": {**params, "rounds": rounds, "variants": variants},
-            "rows": [{"name": v, **merged[v]} for v in variants]}
+    return core.compare("train_step", "variants", list(variants or default_variants()), VARIANTS, params,
+                        rounds, timeout=timeout)
 
 
 def markdown(stage: dict) -> str:

@@ -63,5 +63,5 @@ def test_worker_reports_rate_cpu_and_peak_rss(data, loader):
 
 
 def test_unknown_loader_is_a_clear_error(data):
-    with pytest.raises(ValueError, match="unknown loaders.*'opencv'"):
+    with pytest.raises(ValueError, match="unknown loaders.*opencv"):
         pipeline.run(data, loaders=["opencv"])
