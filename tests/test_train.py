@@ -166,3 +166,42 @@ def test_xla_and_bf16_mixed_precision_step(tmp_path):
         assert res["model"].get_layer("fc8").kernel.dtype == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.fixture(scope="module")
+def synthetic_shards(tmp_path_factory):
+    import warnings
+
+    from deeppose_fast.datasets import DatasetWarning
+    from deeppose_fast.datasets.prepare import prepare
+
+    out = tmp_path_factory.mktemp("synthetic")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DatasetWarning)
+        prepare("synthetic", out, num_images=24, workers=1, progress=False)
+    return out
+
+
+def test_resume_is_exact_with_the_dali_pipeline(tmp_path, synthetic_shards):
+    """Same as above on the real input pipeline: its batches are a pure function of the segment seed."""
+    def cfg(name, steps):
+        return config.preset("synthetic-cpu", data=str(synthetic_shards), out=str(tmp_path / name), input_size=S,
+                             width=0.25, fc_units=32, batch_size=4, max_steps=steps, eval_every=0, ckpt_every=100,
+                             data_segment_steps=3, progress=False, max_minutes=0, num_threads=1, tf_threads=1)
+
+    full = train.train(cfg("full", 5))
+    # Ctrl-C during step 4 (the cosine schedule depends on max_steps, so the run must be the same run)
+    dali_factory = train.dali_dataset_factory(cfg("split", 5))
+
+    def interrupted(seed, shard_id, num_shards):
+        for i, batch in enumerate(dali_factory(seed, shard_id, num_shards)):
+            if seed == train.segment_seed(1701, 1, 0) and i == 0:  # first batch of segment 1 = step 4
+                signal.raise_signal(signal.SIGINT)
+            yield batch
+
+    part = train.train(cfg("split", 5), dataset_factory=interrupted, num_joints=16, skeleton="mpii")
+    assert part["stopped_by"] == "signal" and part["step"] == 4
+    resumed = train.train(cfg("split", 5), resume=True)
+    for a, b in zip(weights_of(full), weights_of(resumed)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert (tmp_path / "full" / "tensorboard").is_dir() and any((tmp_path / "full" / "tensorboard").iterdir())
