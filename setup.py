@@ -38,12 +38,20 @@ class CMakeBuild(build_ext):
         subprocess.check_call([cmake, "--build", str(build_dir), "--target", ext.target, "-j",
                                str(os.cpu_count() or 2)])
         built = build_dir / f"lib{ext.target}.so"
-        shutil.copyfile(built, out)
+        _replace_atomically(built, out)
         # Editable installs import from the source tree: keep a copy where the loader looks.
         inplace = ROOT / "deeppose_fast" / "_native" / out.name
         if inplace != out:
             inplace.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(built, inplace)
+            _replace_atomically(built, inplace)
+
+
+def _replace_atomically(src: Path, dst: Path) -> None:
+    """Copy to a temporary name, then rename: a process that has the old library mapped keeps its
+    (now unlinked) copy instead of crashing on a file rewritten under it."""
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def _version() -> str:
