@@ -3,6 +3,7 @@ and is imported only when it runs, so ``--help`` stays fast (TensorFlow and DALI
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
@@ -40,6 +41,8 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="deeppose-fast")
 def main():
     """DeepPose stage 1, fast: data preparation, training, evaluation, prediction and benchmarks."""
+    # TensorFlow's C++ INFO lines (CPU feature notes) drown the command's own output; warnings stay.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
 if __name__ == "__main__":
