@@ -130,7 +130,7 @@ def markdown(stage: dict) -> str:
     lines += core.table(["ranks", "images/s per rank (median)", "spread", "images/s total", "efficiency",
                          "allreduce of the gradients, s (share of a step)", "peak RSS MiB (max rank)"],
                         [[str(r["ranks"]), *core.rate_cells(r), f"{r['total']:.1f}", f"{100 * r['efficiency']:.0f} %",
-                          f"{r['allreduce_s']:.3f} ({100 * r['allreduce_fraction']:.0f} %)",
+                          f"{r['allreduce_s']:.3f} ({100 * r['allreduce_fraction']:.0f} %)" if r["ranks"] > 1 else "-",
                           f"{r['peak_rss_mib']:.0f}"] for r in stage["rows"]])
     grad = stage["rows"][0].get("gradient_mb")
     if grad:

@@ -116,7 +116,8 @@ def _run_stage(name: str, s: Settings, data: Path, k: int) -> dict:
 
     net = dict(preset=s.preset, batch_size=s.batch_size, input_size=s.input_size)
     timed = dict(warmup=s.warmup, repeats=s.repeats, seconds=s.seconds, timeout=s.timeout)
-    ext = (_preset_config(s).ext_min, _preset_config(s).ext_max)
+    cfg = _preset_config(s)
+    ext = (cfg.ext_min, cfg.ext_max)
     if name == "pipeline":
         return pipeline.run(data, loaders=s.loaders, batch_size=s.batch_size, input_size=s.input_size,
                             batches=s.batches, rounds=s.rounds, threads=s.threads, ext_range=ext, **timed)
