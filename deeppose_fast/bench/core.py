@@ -224,3 +224,9 @@ def compare(stage: str, key: str, names: list[str], allowed, params: dict, round
     merged = interleave(stage, {name: params for name in names}, rounds, timeout=timeout)
     return {"params": {**params, "rounds": rounds, key: list(names)},
             "rows": [{"name": name, **merged[name]} for name in names]}
+
+
+def repeats_note(p: dict, what: str) -> str:
+    """How a stage's rates were taken, from its params: rounds x repeats x ``what`` after warm-up."""
+    rounds = f"{p['rounds']} interleaved round(s) x " if "rounds" in p else ""
+    return f"{rounds}{p['repeats']} repeats x >= {p['batches']} {what} after {p['warmup']} warm-up"

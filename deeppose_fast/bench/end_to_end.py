@@ -62,8 +62,7 @@ def run(data, *, preset: str, batch_size: int, input_size: int, num_joints: int,
 def markdown(stage: dict) -> str:
     p = stage["params"]
     lines = [f"Preset `{p['preset']}` network at {p['input_size']} px, batch {p['batch_size']}, fp32, "
-             f"{p['threads']} loader threads; {p['rounds']} round(s) x {p['repeats']} repeats x "
-             f">= {p['batches']} steps after {p['warmup']} warm-up.", ""]
+             f"{p['threads']} loader threads; {core.repeats_note(p, 'steps')}.", ""]
     lines += core.table(["input", "images/s (median)", "spread", "waiting for input", "CPU s / 1000 images",
                          "peak RSS MiB"],
                         [[r["name"], *core.rate_cells(r), f"{100 * r['wait_fraction_median']:.1f} %",

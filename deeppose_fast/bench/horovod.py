@@ -126,7 +126,7 @@ def markdown(stage: dict) -> str:
     lines = [f"`horovodrun -np N -H localhost:N --gloo`, weak scaling: batch {p['batch_size']} per rank, "
              f"preset `{p['preset']}` network at {p['input_size']} px, {p['input']} input, "
              f"{p['tf_threads']} TF thread(s) per rank; "
-             f"{p['repeats']} repeats x >= {p['batches']} steps after {p['warmup']} warm-up per rank.", ""]
+             f"{core.repeats_note(p, 'steps')} per rank.", ""]
     lines += core.table(["ranks", "images/s per rank (median)", "spread", "images/s total", "efficiency",
                          "allreduce of the gradients, s (share of a step)", "peak RSS MiB (max rank)"],
                         [[str(r["ranks"]), *core.rate_cells(r), f"{r['total']:.1f}", f"{100 * r['efficiency']:.0f} %",

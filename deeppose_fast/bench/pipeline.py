@@ -158,8 +158,7 @@ def markdown(stage: dict) -> str:
     """The stage's table."""
     p = stage["params"]
     lines = [f"Training crops {p['input_size']} px, batch {p['batch_size']}, {p['threads']} threads; "
-             f"{p['rounds']} interleaved rounds x {p['repeats']} repeats x >= {p['batches']} batches "
-             f"after {p['warmup']} warm-up.", ""]
+             f"{core.repeats_note(p, 'batches')}.", ""]
     lines += core.table(["loader", "crops/s (median)", "spread", "CPU s / 1000 crops", "set-up s", "peak RSS MiB"],
                         [[r["name"], *core.rate_cells(r), f"{r['cpu_s_per_1000']:.2f}", f"{r['setup_s']:.1f}",
                           f"{r['peak_rss_mib']:.0f}"] for r in stage["rows"]])

@@ -129,8 +129,7 @@ def run(*, preset: str, batch_size: int, input_size: int, num_joints: int = 16, 
 def markdown(stage: dict) -> str:
     p = stage["params"]
     lines = [f"Network of preset `{p['preset']}` at {p['input_size']} px, batch {p['batch_size']}, "
-             f"synthetic tensors; {p['rounds']} round(s) x {p['repeats']} repeats x >= {p['batches']} steps "
-             f"after {p['warmup']} warm-up.", ""]
+             f"synthetic tensors; {core.repeats_note(p, 'steps')}.", ""]
     lines += core.table(["variant", "images/s (median)", "spread", "CPU s / 1000 images", "set-up s",
                          "peak RSS MiB"],
                         [[r["name"], *core.rate_cells(r), f"{r['cpu_s_per_1000']:.1f}", f"{r['setup_s']:.1f}",
