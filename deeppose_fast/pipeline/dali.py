@@ -305,6 +305,32 @@ def shard_range(count: int, shard_id: int, num_shards: int) -> tuple[int, int]:
     return count * shard_id // num_shards, count * (shard_id + 1) // num_shards
 
 
+def source_frame_labels(pose: np.ndarray, meta: np.ndarray, crop_box: np.ndarray) -> dict:
+    """The evaluation labels of a batch in source-image pixels (shards store the pre-crop's frame).
+
+    Args:
+        pose: (B, K, 4) shard poses ``x, y, annotated, visible`` in the JPEG's frame.
+        meta: (B, 8) shard meta: head box, pre-crop offset, person index, image id.
+        crop_box: (B, 4) ``x0, y0, w, h`` of the crop in the JPEG's frame.
+    Returns:
+        dict of ``crop_box`` (B, 4), ``joints`` (B, K, 2) NaN = not annotated, ``visible`` (B, K),
+        ``head_box`` (B, 4), ``person_index`` (B,), ``image_id`` (B,), all in source-image pixels.
+    """
+    pose, meta = np.asarray(pose, np.float64), np.asarray(meta, np.float64)
+    offset = meta[:, 4:6]
+    annotated = pose[:, :, 2] > 0.5
+    box = np.array(crop_box, dtype=np.float64)
+    box[:, :2] += offset
+    return {
+        "crop_box": box,
+        "joints": np.where(annotated[..., None], pose[:, :, :2] + offset[:, None, :], np.nan),
+        "visible": annotated & (pose[:, :, 3] > 0.5),
+        "head_box": meta[:, :4] + np.concatenate([offset, offset], axis=1),
+        "person_index": meta[:, 6].astype(np.int64),
+        "image_id": meta[:, 7].astype(np.int64),
+    }
+
+
 def eval_batches(shard_dir, *, split: str = "test", batch_size: int, input_size: int = 227,
                  extension: float = 2.0, shard_id: int = 0, num_shards: int = 1, device: str = "auto",
                  layout: str = "NHWC", dtype: str = "float32", num_threads: int = 2,
@@ -353,19 +379,5 @@ def eval_batches(shard_dir, *, split: str = "test", batch_size: int, input_size:
     for b in range(math.ceil(size / batch_size)):
         images, targets, weights, crop_box, pose, meta = (_to_numpy(o) for o in _run(pipe, info))
         keep = min(batch_size, size - b * batch_size)  # drop the reader's padding of the last batch
-        pose, meta = pose[:keep].astype(np.float64), meta[:keep].astype(np.float64)
-        offset = meta[:, 4:6]
-        annotated = pose[:, :, 2] > 0.5
-        box = crop_box[:keep].astype(np.float64)
-        box[:, :2] += offset
-        yield {
-            "images": images[:keep],
-            "targets": targets[:keep],
-            "weights": weights[:keep],
-            "crop_box": box,
-            "joints": np.where(annotated[..., None], pose[:, :, :2] + offset[:, None, :], np.nan),
-            "visible": annotated & (pose[:, :, 3] > 0.5),
-            "head_box": meta[:, :4] + np.concatenate([offset, offset], axis=1),
-            "person_index": meta[:, 6].astype(np.int64),
-            "image_id": meta[:, 7].astype(np.int64),
-        }
+        yield {"images": images[:keep], "targets": targets[:keep], "weights": weights[:keep],
+               **source_frame_labels(pose[:keep], meta[:keep], crop_box[:keep])}

@@ -18,7 +18,7 @@ import numpy as np
 
 from deeppose_fast import codec
 from deeppose_fast.datasets import shards
-from deeppose_fast.pipeline.dali import NORM_EPSILON, PipelineError, SplitInfo, split_info
+from deeppose_fast.pipeline.dali import NORM_EPSILON, PipelineError, SplitInfo, source_frame_labels, split_info
 
 
 def opencv_matrix(matrix: np.ndarray) -> np.ndarray:
@@ -143,22 +143,12 @@ def eval_batches(shard_dir, *, split: str = "test", batch_size: int, input_size:
                 results = list(pool.map(lambda r: crop_sample(
                     r.jpeg, r.pose, draws, size=input_size, shift=0.0, flip_perm=info.flip_perm,
                     normalize_image=normalize_image, where=f"{info.shard_dir}: record {r.key:08d}"), batch))
-                pose = np.stack([r.pose for r in batch]).astype(np.float64)
-                meta = np.stack([r.meta for r in batch]).astype(np.float64)
-                offset = meta[:, 4:6]
-                annotated = pose[:, :, 2] > 0.5
-                box = np.stack([g.crop_box for _, g in results]).astype(np.float64)
-                box[:, :2] += offset
                 yield {
                     "images": _finish([im for im, _ in results], layout, dtype),
                     "targets": np.stack([g.targets for _, g in results]),
                     "weights": np.stack([g.weights for _, g in results]),
-                    "crop_box": box,
-                    "joints": np.where(annotated[..., None], pose[:, :, :2] + offset[:, None, :], np.nan),
-                    "visible": annotated & (pose[:, :, 3] > 0.5),
-                    "head_box": meta[:, :4] + np.concatenate([offset, offset], axis=1),
-                    "person_index": meta[:, 6].astype(np.int64),
-                    "image_id": meta[:, 7].astype(np.int64),
+                    **source_frame_labels(np.stack([r.pose for r in batch]), np.stack([r.meta for r in batch]),
+                                          np.stack([g.crop_box for _, g in results])),
                 }
                 batch = []
             if rec is None:
