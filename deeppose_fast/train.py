@@ -288,7 +288,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
 
     def get_step_fn(train_conv: bool):
         if train_conv not in step_fns:
-            step_fns[train_conv] = _make_step(model, opt_conv, opt_fc, conv_vars, fc_vars, train_conv,
+            step_fns[train_conv] = make_step(model, opt_conv, opt_fc, conv_vars, fc_vars, train_conv,
                                               global_step, cfg)
         return step_fns[train_conv]
 
@@ -393,7 +393,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
             "elapsed_s": time.time() - t_start}
 
 
-def _make_step(model, opt_conv, opt_fc, conv_vars, fc_vars, train_conv, global_step, cfg):
+def make_step(model, opt_conv, opt_fc, conv_vars, fc_vars, train_conv, global_step, cfg):
     """One training step as a tf.function: forward, backward, average over ranks, apply.
 
     Returns ``[sum over ranks of the loss, sum over ranks of the stop votes]``.

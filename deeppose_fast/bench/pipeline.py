@@ -65,19 +65,10 @@ class RamCacheLoader:
         self._order = np.empty(0, np.int64)
 
     def _crop(self, index: int, draws: np.ndarray):
-        import cv2
-
-        from deeppose_fast import codec
         from deeppose_fast.pipeline import reference
 
-        image = self.images[index]
-        g = codec.crop_geometry(self.poses[index], image.shape[:2], draws, size=self.size, shift=self.shift,
-                                flip_perm=self.info.flip_perm)
-        x, y, w, h = (int(v) for v in (*g.anchor, *g.shape))
-        region = cv2.cvtColor(image[y:y + h, x:x + w], cv2.COLOR_BGR2RGB)
-        out = cv2.warpAffine(region.astype(np.float32), reference.opencv_matrix(g.matrix),
-                             (self.size, self.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        return reference.normalize(out), g
+        return reference.crop_decoded(self.images[index], self.poses[index], draws, size=self.size,
+                                      shift=self.shift, flip_perm=self.info.flip_perm)
 
     def __iter__(self):
         return self

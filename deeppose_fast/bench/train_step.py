@@ -1,6 +1,6 @@
 """Stage 2, the training step alone on synthetic tensors: images/s of the real step function.
 
-The step is ``train._make_step`` (forward, backward, gradient averaging over ranks, both optimisers)
+The step is ``train.make_step`` (forward, backward, gradient averaging over ranks, both optimisers)
 on the network of a ``config`` preset, fed the same device-resident random batch every time, so no input
 work is measured. Variants: ``fp32``; on a GPU also ``bf16`` (mixed precision), ``xla`` (``jit_compile``)
 and ``bf16+xla``. Each variant runs in its own process (the mixed-precision policy is global), and the
@@ -57,7 +57,7 @@ def build_step(cfg, num_joints: int) -> tuple[Callable, object]:
     opt_conv.build(conv_vars)
     opt_fc.build(fc_vars)
     global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-    step = train._make_step(model, opt_conv, opt_fc, conv_vars, fc_vars, True, global_step, cfg)
+    step = train.make_step(model, opt_conv, opt_fc, conv_vars, fc_vars, True, global_step, cfg)
     no_stop = tf.constant(0.0)
     return (lambda images, targets, weights: step(images, targets, weights, no_stop)), model
 

@@ -49,6 +49,14 @@ def crop_sample(jpeg: bytes, pose: np.ndarray, draws: np.ndarray, *, size: int, 
     bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise PipelineError(f"{where}: its JPEG does not decode")
+    return crop_decoded(bgr, pose, draws, size=size, shift=shift, flip_perm=flip_perm,
+                        normalize_image=normalize_image)
+
+
+def crop_decoded(bgr: np.ndarray, pose: np.ndarray, draws: np.ndarray, *, size: int, shift: float = 0.1,
+                 flip_perm=None, normalize_image: bool = True):
+    """``crop_sample`` after the decode: ``bgr`` is the (H, W, 3) uint8 BGR image (loaders that cache
+    decoded images call this directly). Returns ``(image (S, S, 3) float32 RGB, codec.Geometry)``."""
     g = codec.crop_geometry(pose, bgr.shape[:2], draws, size=size, shift=shift, flip_perm=flip_perm)
     x, y = int(g.anchor[0]), int(g.anchor[1])
     w, h = int(g.shape[0]), int(g.shape[1])
