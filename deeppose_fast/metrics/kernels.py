@@ -113,37 +113,28 @@ def _accumulate(pred, gt, visible, norm, threshold, curve, inv_step, sticks, alp
             b1 = sticks[q, 3]
             if not (ev[a0] and ev[a1] and ev[b0] and ev[b1]):
                 continue
-            # a single-joint endpoint (a0 == a1) reuses the joint's error: 0.5 * (x + x) == x exactly
-            if a0 == a1:
-                gax = np.float64(gt[i, a0, 0])
-                gay = np.float64(gt[i, a0, 1])
-                ea = dist[a0]
-            else:
-                gax = 0.5 * (np.float64(gt[i, a0, 0]) + np.float64(gt[i, a1, 0]))
-                gay = 0.5 * (np.float64(gt[i, a0, 1]) + np.float64(gt[i, a1, 1]))
-                dax = 0.5 * (np.float64(pred[i, a0, 0]) + np.float64(pred[i, a1, 0])) - gax
-                day = 0.5 * (np.float64(pred[i, a0, 1]) + np.float64(pred[i, a1, 1])) - gay
-                ea = math.sqrt(dax * dax + day * day)
-                if math.isnan(ea):
-                    ea = math.inf
-            if b0 == b1:
-                gbx = np.float64(gt[i, b0, 0])
-                gby = np.float64(gt[i, b0, 1])
-                eb = dist[b0]
-            else:
-                gbx = 0.5 * (np.float64(gt[i, b0, 0]) + np.float64(gt[i, b1, 0]))
-                gby = 0.5 * (np.float64(gt[i, b0, 1]) + np.float64(gt[i, b1, 1]))
-                dbx = 0.5 * (np.float64(pred[i, b0, 0]) + np.float64(pred[i, b1, 0])) - gbx
-                dby = 0.5 * (np.float64(pred[i, b0, 1]) + np.float64(pred[i, b1, 1])) - gby
-                eb = math.sqrt(dbx * dbx + dby * dby)
-                if math.isnan(eb):
-                    eb = math.inf
+            gax, gay, ea = _endpoint(pred, gt, dist, i, a0, a1)
+            gbx, gby, eb = _endpoint(pred, gt, dist, i, b0, b1)
             lx = gax - gbx
             ly = gay - gby
             limit = alpha * math.sqrt(lx * lx + ly * ly)
             stick_n[c, q] += 1
             strict[c, q] += (ea <= limit) & (eb <= limit)
             relaxed[c, q] += 0.5 * (ea + eb) <= limit
+
+
+@njit(cache=True, inline="always")
+def _endpoint(pred, gt, dist, i, j0, j1):
+    """A stick endpoint, the mean of joints j0 and j1 of person i: (gt x, gt y, error). A single-joint
+    endpoint (j0 == j1) reuses the joint's error in ``dist``: 0.5 * (x + x) == x exactly."""
+    if j0 == j1:
+        return np.float64(gt[i, j0, 0]), np.float64(gt[i, j0, 1]), dist[j0]
+    gx = 0.5 * (np.float64(gt[i, j0, 0]) + np.float64(gt[i, j1, 0]))
+    gy = 0.5 * (np.float64(gt[i, j0, 1]) + np.float64(gt[i, j1, 1]))
+    dx = 0.5 * (np.float64(pred[i, j0, 0]) + np.float64(pred[i, j1, 0])) - gx
+    dy = 0.5 * (np.float64(pred[i, j0, 1]) + np.float64(pred[i, j1, 1])) - gy
+    e = math.sqrt(dx * dx + dy * dy)
+    return gx, gy, (math.inf if math.isnan(e) else e)
 
 
 @njit(cache=True)
