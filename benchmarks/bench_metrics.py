@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO))
 
+from deeppose_fast.bench.core import write_outputs  # noqa: E402
 from deeppose_fast.bench.metrics import DEFAULT_SIZES, make_data, markdown, run  # noqa: E402
 
 __all__ = ["make_data", "run", "report", "main"]
@@ -53,11 +54,7 @@ def main(argv=None) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(text)
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=2))
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text)
+    write_outputs(result, text, None if args.json == "-" else args.json, args.markdown)
     return 0
 
 

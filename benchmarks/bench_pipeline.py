@@ -12,7 +12,6 @@ excluded, median and spread of the timed runs, CPU seconds per 1000 crops.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -79,12 +78,7 @@ def main(argv=None) -> int:
              f"{s['cpus_usable']} CPUs{', ' + ', '.join(s['gpus']) if s['gpus'] else ''}.\n\n"
              + pipeline.markdown(result))
     print(table)
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(result, indent=1) + "\n")
-    if a.markdown:
-        a.markdown.parent.mkdir(parents=True, exist_ok=True)
-        a.markdown.write_text(table)
+    core.write_outputs(result, table, a.json, a.markdown)
     return 0
 
 

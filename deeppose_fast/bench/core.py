@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Callable
 
 RESULT_MARKER = "BENCH_RESULT "
@@ -230,3 +231,12 @@ def repeats_note(p: dict, what: str) -> str:
     """How a stage's rates were taken, from its params: rounds x repeats x ``what`` after warm-up."""
     rounds = f"{p['rounds']} interleaved round(s) x " if "rounds" in p else ""
     return f"{rounds}{p['repeats']} repeats x >= {p['batches']} {what} after {p['warmup']} warm-up"
+
+
+def write_outputs(record: dict, text: str, json_path=None, markdown_path=None) -> None:
+    """Write ``record`` as JSON to ``json_path`` and ``text`` to ``markdown_path`` (either may be None),
+    creating parent folders."""
+    for path, content in ((json_path, json.dumps(record, indent=1) + "\n"), (markdown_path, text)):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(content)

@@ -17,7 +17,6 @@ every raw value; a failed stage is recorded with its error and the other stages 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 import warnings
@@ -196,10 +195,5 @@ def markdown(record: dict) -> str:
 def write(record: dict, json_path=None, markdown_path=None) -> str:
     """Write the record as JSON and/or Markdown; return the Markdown."""
     text = markdown(record)
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(record, indent=1) + "\n")
-    if markdown_path:
-        Path(markdown_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(markdown_path).write_text(text)
+    core.write_outputs(record, text, json_path, markdown_path)
     return text

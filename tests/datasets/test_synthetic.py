@@ -29,7 +29,7 @@ def files(root):
 def test_same_seed_same_bytes(tmp_path):
     a = synthetic.write_mpii(tmp_path / "a", 6, seed=3, image_size=(200, 150), workers=1)
     b = synthetic.write_mpii(tmp_path / "b", 6, seed=3, image_size=(200, 150), workers=1)
-    c = synthetic.write_mpii(tmp_path / "c", 6, seed=4, image_size=(200, 150), workers=1)
+    synthetic.write_mpii(tmp_path / "c", 6, seed=4, image_size=(200, 150), workers=1)
     fa, fb, fc = files(tmp_path / "a"), files(tmp_path / "b"), files(tmp_path / "c")
     assert len(fa) == 7 and fa == fb
     assert fa[synthetic.MPII_MAT] != fc[synthetic.MPII_MAT]
