@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -100,6 +101,11 @@ class TrainConfig:
             if not cond:
                 raise ValueError(f"invalid training setting: {msg}")
 
+        # inf passes every range check below (and nan none): refuse both by name, for every float.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            need(not isinstance(value, float) or math.isfinite(value),
+                 f"{f.name} must be a finite number, got {value}")
         need(self.optimizer in ("adagrad", "adam", "momentum"),
              f"optimizer must be adagrad, adam or momentum, got {self.optimizer!r}")
         # fp16 would need loss scaling across two optimisers; bf16 has float32's range and needs none.

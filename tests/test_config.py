@@ -1,6 +1,7 @@
 """Training presets reproduce the reference scripts; overrides and validation."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -58,3 +59,12 @@ def test_every_setting_is_a_command_line_option():
         if name != "preset":
             assert "--" + name.replace("_", "-") in help_text, name
     assert "--preset" in help_text and "--resume" in help_text
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(config.TrainConfig)
+                                  if isinstance(f.default, float)])
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_float_settings_are_refused(name, value):
+    # inf slipped through every range check: --conv-lr inf trained to an all-NaN checkpoint, exit 0
+    with pytest.raises(ValueError, match=f"{name} must be a finite number"):
+        config.preset("lsp", **{name: value})
