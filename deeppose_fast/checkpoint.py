@@ -6,7 +6,11 @@ Layout of a run folder's checkpoints::
     OUT/checkpoints/ckpt-00001000/meta.json   step, network settings, skeleton, config, data position
 
 A checkpoint is written under ``ckpt-XXXXXXXX.tmp-PID``, flushed to disk, then renamed: a folder named
-``ckpt-XXXXXXXX`` is always complete, whatever happens to the writer. ``meta.json`` holds everything
+``ckpt-XXXXXXXX`` is always complete, whatever happens to the writer. Rewriting a step moves the old
+folder to ``ckpt-XXXXXXXX.old-PID`` for the moment of the swap, and retention renames a folder to
+``ckpt-XXXXXXXX.del-PID`` before deleting it (a half-deleted folder never looks complete). A writer killed mid-write (SIGKILL, power
+loss) leaves such folders behind; ``clean_leftovers`` removes them (see there for when), and ``save``
+calls it. A checkpoint never holds a NaN or infinite value (``NonFiniteError``). ``meta.json`` holds everything
 needed to rebuild the network without the training config (``model``), so ``eval``/``predict``/``export``
 take a checkpoint alone.
 """
@@ -24,10 +28,15 @@ import numpy as np
 
 FORMAT = "deeppose-fast-checkpoint/1"
 _NAME = re.compile(r"^ckpt-(\d{8})$")
+_LEFTOVER = re.compile(r"^(ckpt-\d{8})\.(tmp|old|del)-(\d+)$")  # name, kind, writer PID
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, incomplete, corrupt or does not fit the network."""
+
+
+class NonFiniteError(CheckpointError):
+    """A variable to be saved holds NaN or infinity (the training diverged); nothing was written."""
 
 
 @dataclass
@@ -66,9 +75,75 @@ def variables_state(variables) -> list[tuple[str, np.ndarray]]:
             for i, v in enumerate(variables)]
 
 
+def first_non_finite(named_arrays) -> str | None:
+    """The name of the first floating-point array holding NaN or infinity, None if all are finite.
+    ``named_arrays``: iterable of ``(name, array)``."""
+    for name, value in named_arrays:
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            return name
+    return None
+
+
+def _writer_gone(pid: int) -> bool:
+    """Whether the process that named a temporary folder ``...-PID`` is gone, as seen from this host."""
+    if pid == os.getpid():
+        # This process writes one checkpoint at a time and finishes it before ``save`` returns, so a
+        # folder with its PID is from an earlier process that had the same PID (common in containers).
+        return True
+    if pid <= 0:
+        return True  # not a writer's PID (and os.kill(0, ...) would mean the process group)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by another user
+        return False
+    except OverflowError:  # larger than any PID
+        return True
+    return False
+
+
+def clean_leftovers(ckpt_dir: str | os.PathLike) -> list[str]:
+    """Deal with the ``ckpt-X.tmp-PID``, ``.old-PID`` and ``.del-PID`` folders of writers that are gone.
+
+    A ``.tmp`` folder is a checkpoint that was never renamed into place, a ``.del`` one was being
+    deleted by the retention rule: both are removed. An ``.old`` folder is
+    the previous copy of a step being rewritten: removed when ``ckpt-X`` exists, renamed back to
+    ``ckpt-X`` when the writer died between the two renames (it is then the only complete copy).
+
+    When: the writer's PID is not alive on this host (``os.kill(pid, 0)`` fails with
+    ``ProcessLookupError``), or is this process's own PID. No age rule: a run folder belongs to one run
+    (``train`` refuses a second one), whose only writer is its rank 0, so another live writer on another
+    host could only be the same run started twice at once. A PID reused by an unrelated live process
+    keeps its folder (the safe side); the next clean after that process ends removes it.
+
+    Returns one line per folder handled (``removed ...`` / ``restored ...``).
+    """
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    done = []
+    for path in sorted(ckpt_dir.iterdir()):
+        m = _LEFTOVER.match(path.name)
+        if m is None or not _writer_gone(int(m.group(3))):
+            continue
+        final = ckpt_dir / m.group(1)
+        if m.group(2) == "old" and not final.exists():
+            path.rename(final)
+            done.append(f"restored {final.name} from {path.name}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            done.append(f"removed {path.name}")
+    if done:
+        _fsync_dir(ckpt_dir)
+    return done
+
+
 def save(ckpt_dir: str | os.PathLike, step: int, groups: dict[str, list], meta: dict,
          keep: int = 3) -> Path:
-    """Write ``ckpt_dir/ckpt-<step>`` atomically and delete all but the newest ``keep`` checkpoints.
+    """Write ``ckpt_dir/ckpt-<step>`` atomically and delete all but the newest ``keep`` checkpoints
+    (never the one just written, even when older-numbered ones are newer by step); leftovers of killed
+    writers are cleaned first (``clean_leftovers``).
 
     Args:
         groups: name -> list of Keras variables (e.g. ``{"model": model.variables,
@@ -76,17 +151,22 @@ def save(ckpt_dir: str | os.PathLike, step: int, groups: dict[str, list], meta: 
         meta: JSON-serialisable facts (must include ``num_joints`` and ``model``); ``step`` is added.
     Returns:
         the checkpoint folder.
+    Raises:
+        NonFiniteError: a variable holds NaN or infinity (named in the message); nothing is written.
     """
     ckpt_dir = Path(ckpt_dir)
+    states = {group: variables_state(variables) for group, variables in groups.items()}
+    bad = first_non_finite((f"{group} variable {name!r}", value)
+                           for group, state in states.items() for name, value in state)
+    if bad is not None:
+        raise NonFiniteError(f"{ckpt_dir}: {bad} holds NaN or infinity; checkpoint {step} not written")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(ckpt_dir)
     final = ckpt_dir / f"ckpt-{step:08d}"
     tmp = ckpt_dir / f"ckpt-{step:08d}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
     tmp.mkdir()
     arrays, index = {}, {}
-    for group, variables in groups.items():
-        state = variables_state(variables)
+    for group, state in states.items():
         index[group] = [p for p, _ in state]
         for i, (_, value) in enumerate(state):
             arrays[f"{group}/{i:04d}"] = value
@@ -109,7 +189,10 @@ def save(ckpt_dir: str | os.PathLike, step: int, groups: dict[str, list], meta: 
         tmp.rename(final)
     _fsync_dir(ckpt_dir)
     for stale in list_checkpoints(ckpt_dir)[:-keep]:
-        shutil.rmtree(stale, ignore_errors=True)
+        if stale != final:
+            doomed = stale.with_name(f"{stale.name}.del-{os.getpid()}")
+            stale.rename(doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
     return final
 
 

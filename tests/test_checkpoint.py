@@ -102,3 +102,70 @@ def test_other_joint_count_is_refused(tmp_path):
     other, _ = _tiny(0, joints=16)
     with pytest.raises(checkpoint.CheckpointError, match="fc8"):
         checkpoint.assign(ck, "model", other.variables)
+
+
+def test_retention_never_deletes_the_checkpoint_just_written(tmp_path):
+    # an older run's higher-numbered checkpoints must not make the new one "the oldest" and delete it
+    m, _ = _tiny(0)
+    for step in (2000, 2500, 3000):
+        checkpoint.save(tmp_path, step, {"model": m.variables}, _meta(), keep=3)
+    path = checkpoint.save(tmp_path, 20, {"model": m.variables}, _meta(), keep=3)
+    assert checkpoint.load(path).step == 20
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == [
+        "ckpt-00000020", "ckpt-00002000", "ckpt-00002500", "ckpt-00003000"]
+
+
+def test_non_finite_variables_are_never_written(tmp_path):
+    m, opt = _tiny(0)
+    checkpoint.save(tmp_path, 1, {"model": m.variables, "opt": opt.variables}, _meta())
+    opt.variables[-1].assign(np.full(opt.variables[-1].shape, np.inf, np.float32))
+    with pytest.raises(checkpoint.NonFiniteError, match=f"opt variable '{opt.variables[-1].path}'"):
+        checkpoint.save(tmp_path, 2, {"model": m.variables, "opt": opt.variables}, _meta())
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt-00000001"]
+
+
+def _dead_pid() -> int:
+    """The PID of a process that has exited."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_leftovers_of_killed_writers_are_cleaned(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    m, _ = _tiny(0)
+    checkpoint.save(tmp_path, 1, {"model": m.variables}, _meta())
+    checkpoint.save(tmp_path, 3, {"model": m.variables}, _meta())
+    dead = _dead_pid()
+    # SIGKILL mid-write: a half-written folder (63 MB each for the CPU preset)
+    (tmp_path / f"ckpt-00000002.tmp-{dead}").mkdir()
+    (tmp_path / f"ckpt-00000002.tmp-{dead}" / "state.npz").write_bytes(b"\0" * 1000)
+    # an earlier process with this very PID (containers reuse small PIDs)
+    (tmp_path / f"ckpt-00000004.tmp-{os.getpid()}").mkdir()
+    # SIGKILL while rewriting step 1: the old copy is superfluous, ckpt-00000001 exists
+    (tmp_path / f"ckpt-00000001.old-{dead}").mkdir()
+    # SIGKILL between the two renames of a rewrite of step 5: the .old copy is the only complete one
+    five = checkpoint.save(tmp_path / "elsewhere", 5, {"model": m.variables}, _meta())
+    five.rename(tmp_path / f"ckpt-00000005.old-{dead}")
+    # SIGKILL while the retention rule deleted an old checkpoint
+    (tmp_path / f"ckpt-00000000.del-{dead}").mkdir()
+    # a writer that is still alive keeps its folder
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / f"ckpt-00000006.tmp-{alive.pid}").mkdir()
+        checkpoint.save(tmp_path, 7, {"model": m.variables}, _meta(), keep=10)
+        names = sorted(p.name for p in tmp_path.iterdir() if p.name != "elsewhere")
+    finally:
+        alive.kill()
+        alive.wait()
+    assert names == ["ckpt-00000001", "ckpt-00000003", "ckpt-00000005", f"ckpt-00000006.tmp-{alive.pid}",
+                     "ckpt-00000007"]
+    assert checkpoint.load(tmp_path / "ckpt-00000005").step == 5
+    # once the writer is gone, its folder goes too
+    assert checkpoint.clean_leftovers(tmp_path) == [f"removed ckpt-00000006.tmp-{alive.pid}"]
