@@ -288,23 +288,118 @@ def read_manifest(out_dir: str | os.PathLike) -> dict:
     for split, entry in splits.items():
         if not isinstance(entry, dict) or "shards" not in entry or "count" not in entry:
             raise ShardError(f"{path}: split {split!r} needs 'count' and 'shards'")
+    for split, entry in splits.items():
         for name in entry["shards"]:
             tar = out_dir / name
             if not tar.is_file():
-                raise ShardError(f"{tar}: shard listed in {path} is missing; {_PREPARE_HINT}")
+                raise ShardError(f"{tar}: shard listed in {path} is missing; {rebuild_hint(out_dir, manifest)}")
             if not index_path(tar).is_file():
-                raise ShardError(f"{index_path(tar)}: DALI index of {name} is missing; {_PREPARE_HINT}")
+                raise ShardError(f"{index_path(tar)}: DALI index of {name} is missing; "
+                                 f"{rebuild_hint(out_dir, manifest)}")
     return manifest
 
 
 def shard_paths(out_dir: str | os.PathLike, split: str) -> tuple[list[Path], list[Path]]:
-    """``(tar paths, idx paths)`` of a split, validated through ``read_manifest``."""
+    """``(tar paths, idx paths)`` of a split, validated through ``read_manifest`` and ``check_shard``
+    (so a truncated shard is named here rather than deep inside DALI)."""
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
     if split not in manifest["splits"]:
         raise ShardError(f"{out_dir / MANIFEST}: no split {split!r} (has {sorted(manifest['splits'])})")
     tars = [out_dir / name for name in manifest["splits"][split]["shards"]]
+    hint = rebuild_hint(out_dir, manifest)
+    for tar in tars:
+        check_shard(tar, hint=hint)
     return tars, [index_path(t) for t in tars]
+
+
+def _read_index(idx: Path) -> tuple[int, list[list[str]]]:
+    """``(count, rows)`` of a DALI webdataset index: a ``v1.2 N`` header, then per record one row of
+    ``ext offset size name`` per component. ValueError if it is not one."""
+    lines = idx.read_text().splitlines()
+    head = lines[0].split() if lines else []
+    if len(head) != 2 or not head[0].startswith("v"):
+        raise ValueError("no 'vX.Y COUNT' header")
+    rows = [line.split() for line in lines[1:] if line.strip()]
+    if int(head[1]) != len(rows) or any(len(r) % 4 for r in rows):
+        raise ValueError(f"header says {head[1]} records, {len(rows)} rows follow")
+    return int(head[1]), rows
+
+
+def check_shard(tar_path: str | os.PathLike, *, hint: str = _PREPARE_HINT) -> int:
+    """A cheap integrity check of one shard against its DALI index (no tar reading): the tar and the
+    ``.idx`` exist, the index is well formed and every member it lists ends inside the tar. This is the
+    check DALI's reader makes when it starts, here with a message naming the shard. Returns the record
+    count; raises ``ShardError`` ending with ``hint`` (what rebuilds the data set)."""
+    tar_path = Path(tar_path)
+    idx = index_path(tar_path)
+    if not tar_path.is_file():
+        raise ShardError(f"{tar_path}: shard is missing; {hint}")
+    try:
+        count, rows = _read_index(idx)
+        end = max((int(r[i + 1]) + int(r[i + 2]) for r in rows for i in range(0, len(r), 4)), default=0)
+    except FileNotFoundError:
+        raise ShardError(f"{idx}: DALI index of {tar_path.name} is missing; {hint}") from None
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ShardError(f"{idx}: malformed DALI index of {tar_path.name} ({e}); {hint}") from None
+    size = tar_path.stat().st_size
+    if end > size:
+        raise ShardError(f"{tar_path}: truncated or corrupt: its index {idx.name} lists data up to byte "
+                         f"{end} but the file has {size} bytes; {hint}")
+    return count
+
+
+def rebuild_command(out_dir: str | os.PathLike, manifest: dict) -> str:
+    """The ``deeppose-fast prepare`` command that rebuilds ``out_dir`` with the settings its manifest
+    records (name, sources, split, generator and pre-crop settings; defaults are left out)."""
+    import shlex
+
+    name = str(manifest.get("name", "NAME"))
+    args = ["deeppose-fast", "prepare", name, "--out", str(Path(out_dir).resolve())]
+    synth = manifest.get("synthetic")
+    if isinstance(synth, dict):  # generated into OUT/raw: its parameters, not a source folder
+        for option, key, default in (("--preset", "preset", "small"), ("--size", "num_images", None),
+                                     ("--generator-seed", "seed", 0)):
+            if synth.get(key, default) != default:
+                args += [option, str(synth[key])]
+    elif manifest.get("source_root"):
+        args += ["--source", str(manifest["source_root"])]
+    if manifest.get("split_mode") == "image" and name == "mpii":
+        args += ["--split-mode", "image"]
+    if manifest.get("seed") not in (None, 1701):  # datasets.DTF_SEED, the CLI's default
+        args += ["--seed", str(manifest["seed"])]
+    precrop = manifest.get("precrop")
+    if isinstance(precrop, dict):
+        if precrop.get("enabled") is False:
+            args.append("--no-precrop")
+        for option, key, default in (("--jpeg-quality", "jpeg_quality", 95), ("--ext-max", "ext_max", 2.0),
+                                     ("--max-rotation", "rotation", 0.0),
+                                     ("--max-scale-jitter", "scale_jitter", 0.0)):
+            if precrop.get(key, default) != default:
+                args += [option, str(precrop[key])]
+    per_shard = _records_per_shard(Path(out_dir), manifest)
+    if per_shard is not None and per_shard != DEFAULT_RECORDS_PER_SHARD:
+        args += ["--records-per-shard", str(per_shard)]
+    return shlex.join(args)
+
+
+def _records_per_shard(out_dir: Path, manifest: dict) -> int | None:
+    """The ``records_per_shard`` a folder was written with: the first shard of a split that has several
+    is full (its index gives the count); with one shard per split, the largest split fits in one."""
+    splits = [e for e in manifest.get("splits", {}).values() if isinstance(e, dict) and e.get("shards")]
+    for entry in splits:
+        if len(entry["shards"]) > 1:
+            try:
+                return _read_index(index_path(out_dir / entry["shards"][0]))[0]
+            except (OSError, ValueError, UnicodeDecodeError):
+                return None
+    largest = max((int(e.get("count", 0)) for e in splits), default=0)
+    return largest if largest > DEFAULT_RECORDS_PER_SHARD else None
+
+
+def rebuild_hint(out_dir: str | os.PathLike, manifest: dict) -> str:
+    """``re-run `deeppose-fast prepare ...` to rebuild it`` with the command for this folder."""
+    return f"re-run `{rebuild_command(out_dir, manifest)}` to rebuild it"
 
 
 # reading -------------------------------------------------------------------------------------

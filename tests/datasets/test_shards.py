@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -246,3 +247,51 @@ def test_corrupt_member_is_reported(tmp_path):
         t.addfile(info, io.BytesIO(records[0][1]))
     with pytest.raises(ShardError, match=r"record 00000000 lacks pose.npy, meta.npy"):
         list(shards.iter_shard(tar))
+
+
+def test_shard_paths_checks_each_shard_against_its_index(tmp_path):
+    """A truncated shard, or a malformed index, is named before any reader opens it (the cheap check DALI
+    makes when it starts: every member the index lists ends inside the tar), with the rebuild command."""
+    prepared(tmp_path)
+    tar = tmp_path / "train-00001.tar"
+    size = tar.stat().st_size
+    with open(tar, "r+b") as f:
+        f.truncate(size // 2)
+    with pytest.raises(ShardError) as e:
+        shards.shard_paths(tmp_path, "train")
+    assert str(e.value).startswith(f"{tar}: truncated or corrupt: its index train-00001.idx lists data up to byte")
+    assert f"the file has {size // 2} bytes; re-run `deeppose-fast prepare unit --out {tmp_path.resolve()} " \
+           f"--records-per-shard 3` to rebuild it" in str(e.value)
+    tars, _ = shards.shard_paths(tmp_path, "test")  # the other split is intact
+    assert [t.name for t in tars] == ["test-00000.tar"]
+
+    (tmp_path / "train-00001.idx").write_text("v1.2 3\njpg 0 10\n")
+    with pytest.raises(ShardError, match=r"train-00001.idx: malformed DALI index of train-00001.tar"):
+        shards.shard_paths(tmp_path, "train")
+
+
+@pytest.mark.parametrize("manifest, expected", [
+    ({"name": "synthetic", "source_root": "/x/raw", "seed": 1701,
+      "synthetic": {"preset": "small", "num_images": 24, "seed": 0}},
+     {"name": "synthetic", "num_images": 24, "preset": "small", "sources": ()}),
+    ({"name": "mpii", "source_root": "/data/mpii-src", "split_mode": "image", "seed": 7,
+      "precrop": {"enabled": True, "ext_max": 2.5, "rotation": 15.0, "scale_jitter": 0.0, "jpeg_quality": 90}},
+     {"name": "mpii", "split_mode": "image", "seed": 7, "ext_max": 2.5, "max_rotation": 15.0,
+      "jpeg_quality": 90}),
+    ({"name": "lsp", "source_root": "/data/lsp", "seed": None, "precrop": {"enabled": False}},
+     {"name": "lsp", "precrop": False, "seed": 1701}),
+])
+def test_rebuild_command_is_a_prepare_command_with_the_recorded_settings(tmp_path, manifest, expected):
+    """The command parses with `prepare`'s own options and gives back what the manifest records."""
+    import shlex
+
+    from deeppose_fast.commands.prepare import command as prepare_command
+
+    manifest = {"splits": {"train": {"count": 2, "shards": ["train-00000.tar"]}}, **manifest}
+    words = shlex.split(shards.rebuild_command(tmp_path, manifest))
+    assert words[:2] == ["deeppose-fast", "prepare"]
+    params = prepare_command.make_context("prepare", words[2:]).params
+    assert params["out"] == tmp_path.resolve() and params["records_per_shard"] == 1000
+    if manifest["name"] != "synthetic":
+        expected["sources"] = (Path(manifest["source_root"]),)
+    assert {k: params[k] for k in expected} == expected
