@@ -16,6 +16,8 @@ Legend: B batch, S input size, K joints.
 """
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -52,10 +54,12 @@ class SplitInfo:
     num_joints: int
     flip_perm: tuple[int, ...]
     skeleton: str
+    rebuild_hint: str = "re-run `deeppose-fast prepare` to rebuild it"  # from the manifest, see split_info
 
 
 def split_info(shard_dir: str | Path, split: str) -> SplitInfo:
-    """Validate a prepared folder's split (shards and indices present, not empty) and read its layout."""
+    """Validate a prepared folder's split (shards and indices present and consistent, not empty: see
+    ``shards.shard_paths``) and read its layout."""
     shard_dir = Path(shard_dir)
     try:
         manifest = shards.read_manifest(shard_dir)
@@ -81,7 +85,7 @@ def split_info(shard_dir: str | Path, split: str) -> SplitInfo:
         raise PipelineError(f"{shard_dir / shards.MANIFEST}: num_joints {manifest['num_joints']} does not "
                             f"match skeleton {name!r} ({k} joints)")
     return SplitInfo(shard_dir, split, [str(t) for t in tars], [str(i) for i in idxs], int(entry["count"]),
-                     k, tuple(perm), str(name))
+                     k, tuple(perm), str(name), shards.rebuild_hint(shard_dir, manifest))
 
 
 def gpu_available() -> bool:
@@ -226,40 +230,67 @@ def _dali_reason(error: Exception) -> str:
     return text[:1000]
 
 
-def _find_bad_jpeg(info: SplitInfo) -> str | None:
-    """The first record of a split whose JPEG OpenCV cannot decode (a slow scan, only after a failure)."""
-    import cv2
+@functools.cache
+def _cpu_decoder():
+    """nvImageCodec's CPU decoder: the library DALI's decoders use (a dependency of the nvidia-dali wheel),
+    so it rejects what they reject. OpenCV would not do: libjpeg accepts JPEGs with stray bytes between
+    segments that nvImageCodec's parser refuses."""
+    from nvidia import nvimgcodec
+
+    return nvimgcodec.Decoder(device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY, max_num_cpu_threads=1,
+                              backends=[nvimgcodec.Backend(nvimgcodec.BackendKind.CPU_ONLY)])
+
+
+def _undecodable(jpegs: list[bytes]) -> list[bool]:
+    """Which of ``jpegs`` DALI's decoders cannot decode."""
+    from nvidia import nvimgcodec
+
+    return [image is None for image in _cpu_decoder().decode([nvimgcodec.CodeStream(j) for j in jpegs])]
+
+
+def _find_bad_jpeg(info: SplitInfo, chunk: int = 64) -> str | None:
+    """The first record of a split whose JPEG does not decode, as ``record KEY in SHARD.tar`` (a full
+    scan, ``chunk`` records at a time: only after a failure)."""
     for tar in info.tars:
-        try:
-            for rec in shards.iter_shard(tar):
-                if cv2.imdecode(np.frombuffer(rec.jpeg, np.uint8), cv2.IMREAD_COLOR) is None:
+        records = shards.iter_shard(tar)
+        while part := list(itertools.islice(records, chunk)):
+            for rec, bad in zip(part, _undecodable([r.jpeg for r in part])):
+                if bad:
                     return f"record {rec.key:08d} in {Path(tar).name}: its JPEG does not decode"
-        except shards.ShardError as e:
-            return str(e)
     return None
 
 
+def _reading_error(error: Exception, info: SplitInfo, action: str = "reading") -> PipelineError:
+    """One line for DALI's failure on ``info``'s split: a shard missing or truncated since the pipeline
+    started (``shards.check_shard``'s message), or the folder, the record whose JPEG does not decode
+    (when an image operator failed), DALI's reason and what rebuilds the data."""
+    reason = _dali_reason(error)
+    try:
+        for tar in info.tars:
+            shards.check_shard(tar, hint=info.rebuild_hint)
+        record = _find_bad_jpeg(info) if re.search(r"image|decoders", reason.split(":")[0]) else None
+    except shards.ShardError as e:
+        return PipelineError(str(e))
+    where = f"{info.shard_dir}: {action} split {info.split!r} failed"
+    if record is None:
+        return PipelineError(f"{where}: {reason}; if the shards are damaged, {info.rebuild_hint}")
+    return PipelineError(f"{where}: {record} ({reason}); {info.rebuild_hint}")
+
+
 def _run(pipe, info: SplitInfo):
-    """``pipe.run()`` with DALI's errors turned into a PipelineError naming the data set and, for a decode
-    failure, the record."""
+    """``pipe.run()`` with DALI's errors turned into a PipelineError naming the data set and, where it
+    can be found, the shard or record at fault."""
     try:
         return pipe.run()
     except RuntimeError as e:
-        reason = _dali_reason(e)
-        if "image" in reason.split(":")[0] or "decoders" in reason:
-            culprit = _find_bad_jpeg(info)
-            if culprit:
-                reason = f"{culprit} ({reason})"
-        raise PipelineError(f"{info.shard_dir}: reading split {info.split!r} failed: {reason}; "
-                            f"re-run `deeppose-fast prepare` if the shards are damaged") from None
+        raise _reading_error(e, info) from None
 
 
 def _build(pipe, info: SplitInfo):
     try:
         pipe.build()
     except RuntimeError as e:
-        raise PipelineError(f"{info.shard_dir}: cannot build the pipeline for split {info.split!r}: "
-                            f"{str(e).splitlines()[0] if str(e) else e}") from None
+        raise _reading_error(e, info, action="building the pipeline for") from None
 
 
 def train_batches(shard_dir, *, batch_size: int, **kwargs) -> Iterator[dict]:
@@ -281,9 +312,12 @@ def train_dataset(shard_dir, *, batch_size: int, input_size: int = 227, ext_rang
                   layout: str = "NHWC", dtype: str = "float32", num_threads: int = 2, **kwargs):
     """Endless ``tf.data.Dataset`` of ``(images (B, S, S, 3) or (B, 3, S, S), targets (B, K, 2) in
     [-0.5, 0.5], weights (B, K))``, reshuffled per epoch, rank ``shard_id`` of ``num_shards``.
-    Extra keyword arguments go to ``build_train_pipeline`` (e.g. ``device_id``, ``shuffle_buffer``)."""
+    Extra keyword arguments go to ``build_train_pipeline`` (e.g. ``device_id``, ``shuffle_buffer``).
+
+    Iterating the dataset itself (``iter(ds)``, ``for batch in ds``) raises ``PipelineError`` naming the
+    shard or record at fault when DALI fails (a truncated shard, a JPEG that does not decode); datasets
+    derived from it (``ds.take(n)``...) raise TensorFlow's own error instead."""
     import tensorflow as tf
-    from nvidia.dali.plugin.tf import DALIDataset
 
     pipe = build_train_pipeline(
         shard_dir, batch_size=batch_size, input_size=input_size, ext_range=ext_range, shift=shift, flip=flip,
@@ -294,10 +328,56 @@ def train_dataset(shard_dir, *, batch_size: int, input_size: int = 227, ext_rang
     image_shape = (batch_size, s, s, 3) if layout == "NHWC" else (batch_size, 3, s, s)
     gpu = pipe.device_id is not None
     with tf.device(f"/gpu:{pipe.device_id}" if gpu else "/cpu:0"):
-        return DALIDataset(pipeline=pipe, batch_size=batch_size,
-                           output_shapes=(image_shape, (batch_size, k, 2), (batch_size, k)),
-                           output_dtypes=(tf.float16 if dtype == "float16" else tf.float32, tf.float32, tf.float32),
-                           device_id=pipe.device_id)
+        return _reporting_dataset_class()(
+            info, pipeline=pipe, batch_size=batch_size,
+            output_shapes=(image_shape, (batch_size, k, 2), (batch_size, k)),
+            output_dtypes=(tf.float16 if dtype == "float16" else tf.float32, tf.float32, tf.float32),
+            device_id=pipe.device_id)
+
+
+@functools.cache
+def _reporting_dataset_class():
+    """``DALIDataset`` whose Python iterator reports DALI's failures as ``PipelineError`` (made on first
+    use: it needs TensorFlow and the DALI plugin)."""
+    import contextlib
+
+    import tensorflow as tf
+    from nvidia.dali.plugin.tf import DALIDataset
+
+    @contextlib.contextmanager
+    def reported(info: SplitInfo):
+        """TensorFlow errors raised by DALI become ``_reading_error``s: the train loop then names the
+        shard or record instead of printing DALI's C++ context."""
+        try:
+            yield
+        except tf.errors.OpError as e:
+            if "DALI" not in str(e):  # not the input pipeline (e.g. out of memory): leave it alone
+                raise
+            raise _reading_error(e, info) from None
+
+    class Iterator:
+        def __init__(self, iterator, info: SplitInfo):
+            self._iterator, self._info = iterator, info
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            with reported(self._info):
+                return next(self._iterator)
+
+    class ReportingDALIDataset(DALIDataset):
+        """``DALIDataset(**kwargs)`` for the split ``info``; see ``train_dataset``."""
+
+        def __init__(self, info: SplitInfo, **kwargs):
+            super().__init__(**kwargs)
+            self._deeppose_info = info
+
+        def __iter__(self):
+            with reported(self._deeppose_info):
+                return Iterator(super().__iter__(), self._deeppose_info)
+
+    return ReportingDALIDataset
 
 
 def shard_range(count: int, shard_id: int, num_shards: int) -> tuple[int, int]:

@@ -2,6 +2,8 @@
 and one clear error line for a folder that is not a prepared data set."""
 from __future__ import annotations
 
+import shutil
+
 import cv2
 import numpy as np
 import pytest
@@ -46,3 +48,15 @@ def test_show_on_a_folder_that_is_not_prepared(tmp_path):
     r = run(tmp_path / "nothing", "--device", "cpu")
     assert r.exit_code == 1
     assert "not prepared" in r.output and "Traceback" not in r.output
+
+
+def test_show_names_a_truncated_shard(dot_dir, tmp_path):
+    out = tmp_path / "data"
+    shutil.copytree(dot_dir, out)
+    tar = out / "train-00000.tar"
+    with open(tar, "r+b") as f:
+        f.truncate(tar.stat().st_size // 2)
+    r = run(out, "--device", "cpu", "--out", tmp_path / "sheet.png")
+    assert r.exit_code == 1
+    assert f"{tar}: truncated or corrupt" in r.output and "deeppose-fast prepare" in r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
