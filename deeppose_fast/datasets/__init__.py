@@ -46,6 +46,26 @@ class DatasetWarning(UserWarning):
     """Some people were skipped while parsing (the message says how many and why)."""
 
 
+def load_mat(path: str | os.PathLike, **kwargs) -> dict:
+    """``scipy.io.loadmat(path, **kwargs)`` for an annotation file that must exist.
+
+    Raises:
+        DatasetError: naming the file when it is not a MATLAB file, or a truncated or corrupt one. For
+            such input scipy's reader raises many kinds of exception (``MatReadError``, ``IndexError``,
+            ``ValueError``, ``OSError``, zlib's, ...), so any of them means a bad file; only running out
+            of memory is passed on as it is.
+    """
+    import scipy.io
+
+    try:
+        return scipy.io.loadmat(str(path), **kwargs)
+    except MemoryError:
+        raise
+    except Exception as e:
+        raise DatasetError(f"{path}: not a readable MATLAB file (corrupt, truncated or not a .mat file: "
+                           f"{type(e).__name__}: {e}); get the original file again") from None
+
+
 @dataclass
 class PoseData:
     """The people of a data set as arrays (N people, K joints).

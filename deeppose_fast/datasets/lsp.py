@@ -10,14 +10,12 @@ Coordinates are 1-based MATLAB pixels: ``x = x_file - 0.5`` gives continuous pix
 """
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
 from deeppose_fast import skeleton
-from deeppose_fast.datasets import DatasetError, PoseData
+from deeppose_fast.datasets import DatasetError, PoseData, load_mat
 
 LSP_KIND, LSPET_KIND = "lsp", "lspet"
 NUM_JOINTS = skeleton.LSP.num_joints
@@ -38,10 +36,7 @@ def load_joints(path: str | Path) -> tuple[np.ndarray, str]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: file not found (expected LSP's joints.mat)")
-    try:
-        mat = scipy.io.loadmat(str(path))
-    except (ValueError, TypeError, OSError, zipfile.BadZipFile, NotImplementedError) as e:
-        raise DatasetError(f"{path}: not a readable MATLAB file ({e})") from None
+    mat = load_mat(path)
     if "joints" not in mat:
         names = sorted(k for k in mat if not k.startswith("__"))
         raise DatasetError(f"{path}: no variable 'joints' (found {names})")

@@ -13,15 +13,13 @@ Head boxes (``x1, y1, x2, y2``) are kept. Coordinates are 1-based MATLAB pixels:
 """
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
 from deeppose_fast import skeleton
 from deeppose_fast.datasets import (DTF_SEED, SYNTHETIC_MIN_JOINTS, DatasetError, PoseData, image_split,
-                                    person_split)
+                                    load_mat, person_split)
 
 MAT_NAME = "mpii_human_pose_v1_u12_1.mat"
 NUM_JOINTS = skeleton.MPII.num_joints
@@ -79,10 +77,7 @@ def load_release(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: file not found (expected MPII's {MAT_NAME})")
-    try:
-        mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False)
-    except (ValueError, TypeError, OSError, zipfile.BadZipFile, NotImplementedError) as e:
-        raise DatasetError(f"{path}: not a readable MATLAB file ({e})") from None
+    mat = load_mat(path, squeeze_me=True, struct_as_record=False)
     release = mat.get("RELEASE")
     if release is None or not hasattr(release, "_fieldnames"):
         names = sorted(k for k in mat if not k.startswith("__"))

@@ -99,13 +99,19 @@ def test_nan_coordinates_are_skipped(tmp_path):
     assert data.skipped == {"lsp: non-finite joint coordinates": 1}
 
 
-@pytest.mark.parametrize("case", ["garbage", "no_joints_var", "wrong_shape", "text_joints"])
+@pytest.mark.parametrize("case", ["garbage", "short_text", "truncated", "empty", "no_joints_var", "wrong_shape",
+                                  "text_joints"])
 def test_malformed_files_name_the_file(tmp_path, case):
     folder = tmp_path / "lsp"
     folder.mkdir()
     path = folder / "joints.mat"
     if case == "garbage":
         path.write_bytes(b"\x00\x01 not matlab" * 20)
+    elif case == "short_text":  # e.g. a Git LFS pointer in place of the file
+        path.write_text("version https://git-lfs.github.com/spec/v1\nsize 12\n")
+    elif case in ("truncated", "empty"):
+        scipy.io.savemat(str(path), {"joints": np.random.default_rng(0).random((3, 14, 50))})
+        path.write_bytes(path.read_bytes()[: 600 if case == "truncated" else 0])
     elif case == "no_joints_var":
         scipy.io.savemat(str(path), {"points": np.zeros((3, 14, 2))})
     elif case == "wrong_shape":
@@ -115,7 +121,9 @@ def test_malformed_files_name_the_file(tmp_path, case):
     with pytest.raises(DatasetError) as err:
         datasets.read("lsp", tmp_path)
     assert str(path) in str(err.value)
-    assert {"garbage": "not a readable MATLAB", "no_joints_var": "no variable 'joints'",
+    bad_file = "not a readable MATLAB file (corrupt, truncated or not a .mat file"
+    assert {"garbage": bad_file, "short_text": bad_file, "truncated": bad_file, "empty": bad_file,
+            "no_joints_var": "no variable 'joints'",
             "wrong_shape": "(3, 16, 5)", "text_joints": "expected numbers"}[case] in str(err.value)
 
 

@@ -181,13 +181,19 @@ def test_image_split_has_no_image_in_both(tmp_path):
     assert not np.array_equal(other.split, data.split)
 
 
-@pytest.mark.parametrize("case", ["not_mat", "no_release", "length_mismatch", "no_people", "no_mat"])
+@pytest.mark.parametrize("case", ["not_mat", "short_text", "truncated", "no_release", "length_mismatch",
+                                  "no_people", "no_mat"])
 def test_file_errors_name_the_file(tmp_path, case):
     root = tmp_path / "mpii"
     (root / "images").mkdir(parents=True)
     path = root / mpii.MAT_NAME
     if case == "not_mat":
         path.write_bytes(b"this is not a MATLAB file at all" * 10)
+    elif case == "short_text":  # e.g. a Git LFS pointer in place of the file
+        path.write_text("version https://git-lfs.github.com/spec/v1\nsize 12\n")
+    elif case == "truncated":
+        write_release(path, [{"name": "a.jpg", "train": 1, "rects": []}] * 30)
+        path.write_bytes(path.read_bytes()[:-200])
     elif case == "no_release":
         scipy.io.savemat(str(path), {"something": np.zeros(3)})
     elif case == "length_mismatch":
@@ -204,7 +210,9 @@ def test_file_errors_name_the_file(tmp_path, case):
         assert str(root) in message and mpii.MAT_NAME in message
     else:
         assert str(path) in message
-    expected_words = {"not_mat": "not a readable MATLAB file", "no_release": "no struct 'RELEASE'",
+    bad_file = "not a readable MATLAB file (corrupt, truncated or not a .mat file"
+    expected_words = {"not_mat": bad_file, "short_text": bad_file, "truncated": bad_file,
+                      "no_release": "no struct 'RELEASE'",
                       "length_mismatch": "img_train has 2 entries", "no_people": "no usable people",
                       "no_mat": "no " + mpii.MAT_NAME}
     assert expected_words[case] in message
