@@ -59,12 +59,20 @@ def archive_url(archive: Archive, base_url: str | None = None) -> str:
     return f"{base.rstrip('/')}/{archive.filename}" if base else archive.url
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = CHUNK) -> str:
-    """Hex sha256 of a file, read in chunks."""
+BIG_FILE = 256 << 20  # hashing takes seconds from here: worth a progress bar
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = CHUNK, *, progress: bool = False) -> str:
+    """Hex sha256 of a file, read in chunks; with ``progress``, a bar on stderr for files of ``BIG_FILE``
+    bytes or more (MPII's images archive takes about a minute)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    size = os.path.getsize(path)
+    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
+                                     desc=f"sha256 {Path(path).name}",
+                                     disable=not progress or size < BIG_FILE) as bar:
         while block := f.read(chunk):
             h.update(block)
+            bar.update(len(block))
     return h.hexdigest()
 
 
@@ -101,7 +109,7 @@ def download(url: str, folder: str | os.PathLike, *, filename: str | None = None
     if not path.is_file():
         _fetch(url, part, retries=retries, timeout=timeout, progress=progress, backoff=backoff)
         os.replace(part, path)
-    digest = sha256_file(path)
+    digest = sha256_file(path, progress=progress)
     if sha256 is not None and digest != sha256.lower():
         bad = path.with_name(path.name + ".bad")
         os.replace(path, bad)

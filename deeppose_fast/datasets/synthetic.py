@@ -35,6 +35,7 @@ import io
 import math
 import multiprocessing
 import os
+import signal
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -613,10 +614,14 @@ def _render_task(args):
 
 def _init_worker():
     cv2.setNumThreads(1)  # one process per core already
+    # Ctrl-C reaches the whole process group: the parent stops the pool; a worker would only print a
+    # traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _render_all(spec: _Spec, names: list[str], workers: int | None) -> list:
-    """Render and write every image; returns ``[(people, (w, h), nbytes)]`` in image order."""
+def _render_all(spec: _Spec, names: list[str], workers: int | None, progress: bool | None = None) -> list:
+    """Render and write every image; returns ``[(people, (w, h), nbytes)]`` in image order. ``progress``:
+    a bar on stderr (None: only on a terminal). Leaving early (Ctrl-C) terminates the worker processes."""
     Path(spec.folder).mkdir(parents=True, exist_ok=True)
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if len(names) >= 400 else 1
@@ -625,18 +630,19 @@ def _render_all(spec: _Spec, names: list[str], workers: int | None) -> list:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency; progress is only cosmetic
         tqdm = lambda it, **kw: it  # noqa: E731
-    progress = dict(total=len(tasks), desc=f"synthetic {spec.fmt}", unit="img", disable=None, leave=False)
+    bar = dict(total=len(tasks), desc=f"generating synthetic {spec.fmt}", unit="img",
+               disable=None if progress is None else not progress, leave=False)
     if workers <= 1:
         threads = cv2.getNumThreads()
         cv2.setNumThreads(1)
         try:
-            return [_render_task(t) for t in tqdm(tasks, **progress)]
+            return [_render_task(t) for t in tqdm(tasks, **bar)]
         finally:
             cv2.setNumThreads(threads)
     # forkserver: a clean process, safe even when the caller has TensorFlow or DALI threads running
     ctx = multiprocessing.get_context("forkserver")
     with ctx.Pool(workers, initializer=_init_worker) as pool:
-        return list(tqdm(pool.imap(_render_task, tasks, chunksize=16), **progress))
+        return list(tqdm(pool.imap(_render_task, tasks, chunksize=16), **bar))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -727,7 +733,8 @@ def _savemat(path: Path, data: dict) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # writers
-def write_lsp(root: str | os.PathLike, num_images: int = 2000, seed: int = 0, *, workers: int | None = None) -> Truth:
+def write_lsp(root: str | os.PathLike, num_images: int = 2000, seed: int = 0, *, workers: int | None = None,
+              progress: bool | None = None) -> Truth:
     """Write an LSP-format data set: ``images/imNNNN.jpg`` (4 digits, from im0001) and ``joints.mat`` with
     ``joints`` (3, 14, N): rows x, y (1-based pixels, ``x_file = x + 0.5``) and the flag
     ``1 - visible`` ("occluded"). One person per image, every joint inside the image (LSP annotates all).
@@ -737,7 +744,7 @@ def write_lsp(root: str | os.PathLike, num_images: int = 2000, seed: int = 0, *,
     root = Path(root)
     names = [f"im{i + 1:04d}.jpg" for i in range(num_images)]
     spec = _Spec("lsp", seed, str(root / "images"), LSP_IMAGE_SIZES, (1.0,), out_of_frame=0.0, occluder=0.3)
-    rendered = _render_all(spec, names, workers)
+    rendered = _render_all(spec, names, workers, progress)
     truth = _truth("lsp", names, rendered, LSP_FROM_MPII)
     joints = np.zeros((3, 14, num_images))
     joints[:2] = (truth.joints + 0.5).transpose(2, 1, 0)
@@ -748,7 +755,7 @@ def write_lsp(root: str | os.PathLike, num_images: int = 2000, seed: int = 0, *,
 
 
 def write_lspet(root: str | os.PathLike, num_images: int = 10000, seed: int = 0, *,
-                workers: int | None = None) -> Truth:
+                workers: int | None = None, progress: bool | None = None) -> Truth:
     """Write an LSP-extended-format data set: ``images/imNNNNN.jpg`` (5 digits) and ``joints.mat`` with
     ``joints`` (14, 3, N): columns x, y (1-based pixels) and the flag ``visible``. Joints out of the frame
     are not annotated: they carry coordinates <= 0 (0 or negative, as in the real file) and flag 0.
@@ -758,7 +765,7 @@ def write_lspet(root: str | os.PathLike, num_images: int = 10000, seed: int = 0,
     root = Path(root)
     names = [f"im{i + 1:05d}.jpg" for i in range(num_images)]
     spec = _Spec("lspet", seed, str(root / "images"), LSP_IMAGE_SIZES, (1.0,), out_of_frame=0.15, occluder=0.3)
-    rendered = _render_all(spec, names, workers)
+    rendered = _render_all(spec, names, workers, progress)
     truth = _truth("lspet", names, rendered, LSP_FROM_MPII)
     joints = np.zeros((14, 3, num_images))
     joints[:, :2] = (truth.joints + 0.5).transpose(1, 2, 0)
@@ -789,7 +796,8 @@ def _struct_array(records: list[dict], names: tuple[str, ...]) -> np.ndarray:
 
 def write_mpii(root: str | os.PathLike, num_images: int = 2400, seed: int = 0, *,
                image_size: tuple[int, int] = (480, 360), people_per_image: tuple[float, ...] = (0.6, 0.25, 0.15),
-               train_fraction: float = 0.85, out_of_frame: float = 0.12, workers: int | None = None) -> Truth:
+               train_fraction: float = 0.85, out_of_frame: float = 0.12, workers: int | None = None,
+               progress: bool | None = None) -> Truth:
     """Write an MPII-format data set: ``images/NNNNNNNNN.jpg`` and ``mpii_human_pose_v1_u12_1.mat`` holding
     the struct ``RELEASE`` (``annolist``, ``img_train``, ``single_person``, ``act``, ``version``), with the
     real file's quirks: 1 or several people per image (a single one loads as a struct, not an array, with
@@ -815,7 +823,7 @@ def write_mpii(root: str | os.PathLike, num_images: int = 2400, seed: int = 0, *
     p = np.asarray(people_per_image, float)
     spec = _Spec("mpii", seed, str(root / "images"), (tuple(image_size),), tuple(p / p.sum()),
                  out_of_frame=out_of_frame, occluder=0.3)
-    rendered = _render_all(spec, names, workers)
+    rendered = _render_all(spec, names, workers, progress)
     img_train = file_rng.random(num_images) < train_fraction
     no_points = {(i, r) for i, (people, *_) in enumerate(rendered) for r in range(len(people))
                  if file_rng.random() < 0.03}
@@ -885,15 +893,20 @@ WRITERS = {"lsp": write_lsp, "lspet": write_lspet, "mpii": write_mpii}
 
 
 def generate(root: str | os.PathLike, fmt: str = "mpii", preset: str = "small", seed: int = 0, *,
-             num_images: int | None = None, workers: int | None = None) -> Truth:
-    """Write a synthetic data set of a preset size (``PRESETS``) in one of the official formats."""
+             num_images: int | None = None, workers: int | None = None, progress: bool | None = None) -> Truth:
+    """Write a synthetic data set of a preset size (``PRESETS``) in one of the official formats.
+
+    Args:
+        workers: processes rendering images (None: 2 for 400 images or more, else 1).
+        progress: a bar of images written on stderr; None shows it only on a terminal.
+    """
     if fmt not in WRITERS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {sorted(WRITERS)}")
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
     n = PRESETS[preset][fmt] if num_images is None else num_images
     kw = {"image_size": MPII_IMAGE_SIZE[preset]} if fmt == "mpii" else {}
-    return WRITERS[fmt](root, n, seed, workers=workers, **kw)
+    return WRITERS[fmt](root, n, seed, workers=workers, progress=progress, **kw)
 
 
 def main(argv: list[str] | None = None) -> None:
