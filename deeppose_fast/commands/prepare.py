@@ -40,11 +40,19 @@ from deeppose_fast.datasets import DTF_SEED, NAMES, SPLIT_MODES
               help="synthetic: number of images (overrides the preset).")
 @click.option("--generator-seed", type=int, default=0, show_default=True, help="synthetic: generator seed.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Threads decoding and encoding images.")
+              help="Threads decoding and encoding images (and processes generating the synthetic set).")
+@click.option("--replace", is_flag=True,
+              help="Replace another data set in OUT (another name, source or setting), and files named like "
+                   "its shards that no manifest lists.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def command(name, sources, download, base_url, out, split_mode, seed, records_per_shard, precrop, jpeg_quality,
-            ext_max, max_rotation, max_scale_jitter, preset, num_images, generator_seed, workers, quiet):
+            ext_max, max_rotation, max_scale_jitter, preset, num_images, generator_seed, workers, replace, quiet):
     """Prepare data set NAME (lsp, lspet, lsp-ext, mpii, synthetic) into shards + manifest.json.
+
+    The new data set is built beside what OUT holds and swapped in when complete: a failure or Ctrl-C
+    leaves OUT as it was (downloads excepted: they resume), and files prepare did not write are never
+    deleted. Re-running the same data set with the same settings replaces it; OUT holding another data
+    set needs --replace.
 
     \b
     Examples:
@@ -57,7 +65,7 @@ def command(name, sources, download, base_url, out, split_mode, seed, records_pe
     from deeppose_fast.datasets.prepare import PrecropRule, prepare
     from deeppose_fast.datasets.shards import ShardError
 
-    out = out if out is not None else Path("data") / name
+    out = (out if out is not None else Path("data") / name).expanduser().resolve()
     rule = PrecropRule(enabled=precrop, ext_max=ext_max, rotation=max_rotation, scale_jitter=max_scale_jitter,
                        jpeg_quality=jpeg_quality)
     default_show = warnings.showwarning
@@ -75,10 +83,14 @@ def command(name, sources, download, base_url, out, split_mode, seed, records_pe
             manifest = prepare(name, out, source=list(sources) or None, download=download, base_url=base_url,
                                split_mode=split_mode, seed=seed, records_per_shard=records_per_shard,
                                rule=rule, workers=workers, num_images=num_images, preset=preset,
-                               synthetic_seed=generator_seed, progress=not quiet)
+                               synthetic_seed=generator_seed, progress=not quiet, replace=replace)
     except (DatasetError, DownloadError, ShardError, ValueError) as e:
         raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:
+        kept = f" (downloads so far stay in {out / 'downloads'} and resume next time)" if download else ""
+        click.echo(f"interrupted; nothing was changed in {out}{kept}", err=True)
+        raise click.exceptions.Exit(130) from None
     splits = manifest["splits"]
     click.echo(f"{name}: {splits['train']['count']} train, {splits['test']['count']} test people in "
-               f"{len(splits['train']['shards']) + len(splits['test']['shards'])} shards -> {Path(out).resolve()} "
+               f"{len(splits['train']['shards']) + len(splits['test']['shards'])} shards -> {out} "
                f"({manifest['seconds']:.1f} s)")
