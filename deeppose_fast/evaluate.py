@@ -21,6 +21,76 @@ PROTOCOLS = ("dtf", "official")
 DEFAULT_EXTENSIONS = tuple(round(1.0 + 0.1 * i, 1) for i in range(11))
 
 
+class EvaluationError(ValueError):
+    """An evaluation cannot start: its data set or output is not where it should be (the message names
+    the path)."""
+
+
+class OutputNotWritable(EvaluationError):
+    """The folder of the results file cannot take a new file (the message names it)."""
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Fail before the work, not after it, when ``path`` cannot be written: create its folder (as the final
+    write would) and create and remove a probe file there (what permissions and read-only mounts
+    allow, not what the mode bits suggest)."""
+    import tempfile
+
+    folder = Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{Path(path).name}.probe-"):
+            pass
+    except OSError as e:
+        raise OutputNotWritable(f"{folder}: cannot write {Path(path).name} there ({e.strerror or e})") from None
+
+
+def recorded_data(ckpt) -> tuple[Path, str | None]:
+    """The prepared data folder a checkpoint was trained on, from its config's ``data``.
+
+    A relative path is tried from the current directory first, then from the folder training ran in
+    (the run folder minus the config's relative ``out``, e.g. ``/x`` for ``/x/runs/a`` and ``out =
+    runs/a``), so that a run evaluated from another directory still finds its data.
+    Returns ``(folder, note)``: ``note`` says which folder was chosen when it is not the recorded path as
+    given. Raises ``EvaluationError`` (naming the recorded path) when neither place has it.
+    """
+    from deeppose_fast.datasets import shards
+
+    cfg = ckpt.meta.get("config") or {}
+    meta_file = Path(ckpt.path) / "meta.json"
+    data = cfg.get("data")
+    if not data:
+        raise EvaluationError(f"{meta_file}: records no data set; pass --data DIR")
+    data = Path(data)
+    if data.exists():
+        return data, None
+    tried = [f"the current directory ({Path.cwd()})"] if not data.is_absolute() else []
+    base = _training_folder(Path(ckpt.path), cfg.get("out"))
+    if base is not None and not data.is_absolute():
+        candidate = base / data
+        if (candidate / shards.MANIFEST).is_file():
+            return candidate, (f"data: {data} (recorded in the checkpoint) is not in the current directory; "
+                               f"using {candidate}, the same path from the folder training ran in")
+        tried.append(str(base))
+    where = f" (looked in {' and '.join(tried)})" if tried else ""
+    raise EvaluationError(f"{data}: the data set recorded in {meta_file} does not exist{where}; "
+                          f"pass --data DIR (a folder made by `deeppose-fast prepare`)")
+
+
+def _training_folder(ckpt_path: Path, out) -> Path | None:
+    """The directory training ran in, if the checkpoint sits in ``<dir>/<out>/checkpoints/ckpt-N`` with
+    ``out`` the relative run folder its config records; else None."""
+    if not out or Path(out).is_absolute():
+        return None
+    run = ckpt_path.resolve().parent
+    if run.name == "checkpoints":
+        run = run.parent
+    parts = Path(out).parts
+    if run.parts[-len(parts):] != parts:
+        return None
+    return Path(*run.parts[:-len(parts)])
+
+
 def predict_split(model, shard_dir: str | os.PathLike, *, extension: float, batch_size: int = 128,
                   split: str = "test", limit: int = 0, num_threads: int = 2, flip_test: bool = False,
                   flip_perm=None) -> dict:
@@ -214,15 +284,20 @@ def evaluate_checkpoint(snapshot, data, *, extensions=DEFAULT_EXTENSIONS, batch_
     """Evaluate a checkpoint over a sweep of test-crop extensions; writes ``out_json`` (if given).
 
     Raises:
+        OutputNotWritable: ``out_json`` cannot be written (checked before any work).
         checkpoint.CheckpointError: missing or corrupt snapshot, or trained for another joint count.
+        pipeline.dali.PipelineError: the data set is missing, incomplete or damaged.
     """
     from deeppose_fast import checkpoint
-    from deeppose_fast.datasets import shards
+    from deeppose_fast.pipeline import dali
 
+    # everything that can fail on the user's files fails here, before the sweep
+    if out_json:
+        check_writable(out_json)
     ckpt = checkpoint.load(snapshot)
-    manifest = shards.read_manifest(data)
-    model = checkpoint.build_model(ckpt, expect_joints=int(manifest["num_joints"]))
-    dataset = manifest.get("skeleton")
+    info = dali.split_info(data, split)  # manifest, shards and their indices
+    model = checkpoint.build_model(ckpt, expect_joints=info.num_joints)
+    dataset = _dataset_of(data)
     echo(f"checkpoint {ckpt.path} (step {ckpt.step}), data {data} split {split}")
     reports = []
     for ext in extensions:

@@ -22,18 +22,25 @@ def command(snapshot, data, split, extensions, batch_size, limit, out_json, flip
     from pathlib import Path
 
     from deeppose_fast import checkpoint, evaluate
+    from deeppose_fast.datasets.shards import ShardError
+    from deeppose_fast.pipeline.dali import PipelineError
+    from deeppose_fast.pipeline.native import NativeBuildError
 
     try:
         exts = parse_extensions(extensions)
         ckpt_path = checkpoint.resolve(snapshot)
         ckpt = checkpoint.load(ckpt_path)
-        data = data or ckpt.meta.get("config", {}).get("data")
-        if not data:
-            raise click.ClickException(f"{ckpt_path}: records no data set; pass --data")
+        if data is None:
+            data, note = evaluate.recorded_data(ckpt)
+            if note:
+                click.echo(note, err=True)
         out_json = out_json or str(Path(ckpt_path) / f"eval-{split}.json")
         evaluate.evaluate_checkpoint(ckpt_path, data, extensions=exts, batch_size=batch_size, limit=limit,
                                      split=split, out_json=out_json, echo=click.echo, flip_test=flip_test)
-    except (ValueError, FileNotFoundError) as e:
+    except evaluate.OutputNotWritable as e:
+        raise click.ClickException(f"{e}; pass --json PATH to write the results elsewhere") from None
+    except (ValueError, FileNotFoundError, ShardError, PipelineError, NativeBuildError) as e:
+        # user-fixable data and checkpoint problems: each message names the path and the fix
         raise click.ClickException(str(e)) from None
 
 
