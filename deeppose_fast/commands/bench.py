@@ -19,6 +19,9 @@ def _csv(kind, choices=None):
         if value is None:
             return None
         items = [v.strip() for v in value.split(",") if v.strip()]
+        if not items:
+            valid = f": one or more of {', '.join(choices)} (or 'all')" if choices else ""
+            raise click.BadParameter(f"got {value!r}; expected a comma-separated list{valid}")
         if choices is not None:
             if items == ["all"]:
                 return tuple(choices)
@@ -29,7 +32,7 @@ def _csv(kind, choices=None):
             out = tuple(kind(v) for v in items)
         except ValueError:
             raise click.BadParameter(f"expected comma-separated {kind.__name__} values, got {value!r}") from None
-        if not out or (kind is int and min(out) < 1):
+        if kind is int and min(out) < 1:
             raise click.BadParameter(f"expected one or more positive values, got {value!r}")
         return out
 

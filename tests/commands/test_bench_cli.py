@@ -104,3 +104,14 @@ def test_bad_ranks_and_preset_are_clear_errors():
 def test_data_that_is_not_prepared_is_a_clear_error(tmp_path):
     r = run("--data", tmp_path, "--stages", "metrics")
     assert r.exit_code == 1 and "not a prepared data set" in r.output and "deeppose-fast prepare" in r.output
+
+
+@pytest.mark.parametrize("option, value, valid", [("--stages", "", STAGES), ("--stages", " , ", STAGES),
+                                                  ("--loaders", "", ("dali-cpu", "reference")),
+                                                  ("--ranks", "", ())])
+def test_an_empty_list_names_the_option_and_its_choices(option, value, valid):
+    r = run(option, value)
+    assert r.exit_code == 2 and f"Invalid value for '{option}'" in r.output and "Traceback" not in r.output
+    assert "expected a comma-separated list" in r.output
+    for name in valid:
+        assert name in r.output
