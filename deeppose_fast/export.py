@@ -62,35 +62,138 @@ def build_module(model, size: int, num_joints: int):
     return PoseServing()
 
 
+class ExportError(ValueError):
+    """A destination the export may not use (names the path and why)."""
+
+
+class ExportExists(ExportError):
+    """The destination holds an earlier export and replacing it was not asked for."""
+
+
+MARKER = "deeppose_fast_export.json"
+# What a complete export holds at its top level (TensorFlow's SavedModel entries and our marker): a folder
+# holding anything else is not an earlier export, and is never replaced.
+EXPORT_ENTRIES = frozenset({MARKER, "saved_model.pb", "fingerprint.pb", "variables", "assets"})
+
+
+def is_export(path: Path) -> bool:
+    """True when ``path`` is a folder this module wrote: the marker, ``saved_model.pb``, nothing foreign."""
+    if not path.is_dir():
+        return False
+    names = {p.name for p in path.iterdir()}
+    return {MARKER, "saved_model.pb"} <= names <= EXPORT_ENTRIES
+
+
+def protected_folders(snapshot: str | os.PathLike) -> dict[Path, str]:
+    """The folders an export must not be, hold or lie inside (resolved path -> what it is): the run folder
+    of the snapshot's checkpoint (when it lies in a run's ``checkpoints`` folder) and the snapshot itself."""
+    from deeppose_fast import checkpoint
+
+    ckpt = checkpoint.resolve(snapshot).resolve()
+    folders = {}
+    if ckpt.parent.name == "checkpoints":
+        folders[ckpt.parent.parent] = "the run folder"
+    folders.setdefault(Path(snapshot).resolve(), "the checkpoint folder")
+    return folders
+
+
+def _relation(dest: Path, folder: Path) -> str | None:
+    """How ``dest`` overlaps ``folder`` ("is", "inside", "holds"), None when apart."""
+    if dest == folder:
+        return "is"
+    if folder in dest.parents:
+        return "inside"
+    if dest in folder.parents:
+        return "holds"
+    return None
+
+
+def check_destination(dest: Path, protected: dict[Path, str], overwrite: bool) -> None:
+    """Refuse a destination the export would damage (``dest`` resolved; ``protected`` as from
+    ``protected_folders``).
+
+    Allowed: a path that does not exist, an empty folder (filled in place), or, with ``overwrite``, an
+    earlier export (``is_export``). Refused whatever ``overwrite`` says: a path that is, holds or lies
+    inside a protected folder, a file, a folder holding anything else.
+    """
+    for folder, what in protected.items():
+        rel = _relation(dest, folder)
+        if rel is not None:
+            raise ExportError(f"{dest}: {rel} {what} {folder}; choose a path outside it")
+    if not dest.exists():
+        return
+    if not dest.is_dir():
+        raise ExportError(f"{dest}: is a file, not an earlier export; choose another path")
+    if is_export(dest):
+        if not overwrite:
+            raise ExportExists(f"{dest}: already exists")
+        return
+    names = sorted(p.name for p in dest.iterdir())
+    if names:
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        raise ExportError(f"{dest}: holds {shown}, not an earlier export; choose another path")
+
+
+def _swap_in(tmp: Path, dest: Path) -> None:
+    """Put the complete export ``tmp`` at ``dest``; the earlier one (if any) goes only once it is replaced.
+
+    An empty existing folder is filled in place (it may be the current directory, which must not be swapped
+    for another inode), with the marker moved last so an interrupted fill is never taken for an export.
+    """
+    if dest.is_dir() and not any(dest.iterdir()):
+        for entry in sorted(tmp.iterdir(), key=lambda p: p.name == MARKER):
+            entry.rename(dest / entry.name)
+        tmp.rmdir()
+        return
+    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)  # our own leftover, by its name
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def export_savedmodel(snapshot, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write a SavedModel of ``snapshot`` (checkpoint or run folder) to ``out_dir`` (atomically)."""
+    """Write a SavedModel of ``snapshot`` (checkpoint or run folder) to ``out_dir``; returns its resolved path.
+
+    ``out_dir`` must not exist, be an empty folder, or (with ``overwrite``) be an earlier export; it may not
+    be, hold or lie inside the checkpoint or its run folder (``check_destination``). The export is written
+    beside it and moved into place only when complete. Raises ``ExportExists``, ``ExportError`` (destination)
+    or ``checkpoint.CheckpointError`` (snapshot), before any work is done.
+    """
     import tensorflow as tf
 
     from deeppose_fast import checkpoint
     from deeppose_fast import skeleton as skeletons
 
+    out_dir = Path(out_dir).resolve()  # "." has no name to put a temporary folder beside
+    check_destination(out_dir, protected_folders(snapshot), overwrite)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"{out_dir}: cannot create its folder ({e.strerror}); choose another path") from None
+    if not os.access(out_dir.parent, os.W_OK):
+        raise ExportError(f"{out_dir}: its folder {out_dir.parent} is not writable; choose another path")
     ckpt = checkpoint.load(snapshot)
     # Split grouped convolutions serve on any device.
     model = checkpoint.build_model(ckpt, split_groups=True)
     size, k = int(ckpt.model_settings["input_size"]), ckpt.num_joints
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir}: already exists (pass overwrite=True / --overwrite)")
     module = build_module(model, size, k)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.predict_crops,
-                                                      "predict_crops": module.predict_crops,
-                                                      "predict_image": module.predict_image})
     sk_name = ckpt.meta.get("skeleton")
     names = list(skeletons.get(sk_name).joint_names) if sk_name in skeletons.SKELETONS else None
     cfg = ckpt.meta.get("config", {})
     ext = cfg.get("eval_extension") or cfg.get("ext_max")
-    (tmp / "deeppose_fast_export.json").write_text(json.dumps(
-        {"checkpoint": str(ckpt.path), "step": ckpt.step, "skeleton": sk_name, "joint_names": names,
-         "num_joints": k, "input_size": size, "test_extension": ext,
-         "pixel_convention": "continuous (pixel i covers [i, i+1))"}, indent=2))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)  # our own leftover, by its name
+    try:
+        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.predict_crops,
+                                                          "predict_crops": module.predict_crops,
+                                                          "predict_image": module.predict_image})
+        (tmp / MARKER).write_text(json.dumps(
+            {"checkpoint": str(ckpt.path), "step": ckpt.step, "skeleton": sk_name, "joint_names": names,
+             "num_joints": k, "input_size": size, "test_extension": ext,
+             "pixel_convention": "continuous (pixel i covers [i, i+1))"}, indent=2))
+        _swap_in(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already unless something failed
     return out_dir

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,16 +18,19 @@ from deeppose_fast import checkpoint, export, predict  # noqa: E402
 from deeppose_fast.model import build_regressor  # noqa: E402
 
 S, K = 67, 14
+_META = {"num_joints": K, "skeleton": "lsp", "model": dict(input_size=S, width=0.25, fc_units=16, dropout=0.0),
+         "config": {"ext_max": 2.0}}
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
+    """(model, export folder); the checkpoint lies in a run folder ``run/checkpoints`` next to the export."""
     keras.utils.set_random_seed(0)
-    m = build_regressor(K, input_size=S, width=0.25, fc_units=16, dropout=0.0)
+    # He init: the reference's small truncated normals give a tiny network an output that ignores its
+    # input, which would let a wrong crop or normalisation pass unnoticed
+    m = build_regressor(K, input_size=S, width=0.25, fc_units=16, dropout=0.0, init="he")
     d = tmp_path_factory.mktemp("exp")
-    meta = {"num_joints": K, "skeleton": "lsp", "model": dict(input_size=S, width=0.25, fc_units=16, dropout=0.0),
-            "config": {"ext_max": 2.0}}
-    ckpt = checkpoint.save(d / "ckpts", 3, {"model": m.variables}, meta)
+    ckpt = checkpoint.save(d / "run" / "checkpoints", 3, {"model": m.variables}, _META)
     out = export.export_savedmodel(ckpt, d / "saved")
     return m, out
 
@@ -67,6 +71,7 @@ def test_savedmodel_serves_without_the_package(exported, tmp_path):
     x = crops.astype(np.float64)
     x = (x - x.mean((1, 2), keepdims=True)) / np.sqrt(x.var((1, 2), keepdims=True) + 1.0)
     t = model(x.astype(np.float32), training=False).numpy().reshape(3, K, 2)
+    assert np.abs(t - t[:1]).max() > 1e-2  # the model's answer depends on its input, so the checks below bite
     np.testing.assert_allclose(got["targets"], t, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got["joints"], (t + 0.5) * S, rtol=1e-4, atol=1e-3)
     # predict_image crops like the package's OpenCV path (RGB in, BGR there); allow resampling differences
@@ -76,9 +81,75 @@ def test_savedmodel_serves_without_the_package(exported, tmp_path):
     np.testing.assert_allclose(got["image_joints"], expected, atol=0.5)
 
 
-def test_export_refuses_to_overwrite_and_bad_snapshot(exported, tmp_path):
-    _, saved = exported
-    with pytest.raises(FileExistsError):
-        export.export_savedmodel(saved.parent / "ckpts", saved)
+def test_export_refuses_a_bad_snapshot(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint"):
         export.export_savedmodel(tmp_path / "nothing", tmp_path / "out")
+
+
+def _cli(args):
+    """Run ``deeppose-fast export`` in-process; (exit code, output)."""
+    from click.testing import CliRunner
+
+    from deeppose_fast.commands.export import command
+
+    res = CliRunner().invoke(command, [str(a) for a in args])
+    return res.exit_code, res.output
+
+
+def _tree(path):
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+def test_overwrite_refuses_a_folder_that_is_not_an_earlier_export(exported, tmp_path):
+    run = exported[1].parent / "run"
+    own = tmp_path / "mine"
+    own.mkdir()
+    (own / "notes.txt").write_text("keep me")
+    before = {p: _tree(p) for p in (run, own)}
+    for dest in (own, tmp_path / "afile"):
+        (tmp_path / "afile").write_text("a file")
+        with pytest.raises(export.ExportError, match=f"{dest}: .*choose another path"):
+            export.export_savedmodel(run, dest, overwrite=True)
+    # the run folder itself, a folder inside it, a folder holding it
+    for dest, where in ((run, "is the run folder"), (run / "checkpoints", "inside the run folder"),
+                        (run / "exported", "inside the run folder"), (run.parent, "holds the run folder")):
+        with pytest.raises(export.ExportError, match=f"{dest}: {where} {run}"):
+            export.export_savedmodel(run, dest, overwrite=True)
+    code, out = _cli([run, run, "--overwrite"])
+    assert code != 0 and f"{run}: is the run folder" in out and "Traceback" not in out
+    assert {p: _tree(p) for p in (run, own)} == before and (own / "notes.txt").read_text() == "keep me"
+
+
+def test_export_to_the_current_folder(exported, tmp_path, monkeypatch):
+    run = exported[1].parent / "run"
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    (cwd / "data.csv").write_text("1,2")
+    monkeypatch.chdir(cwd)
+    for dest in (".", str(cwd)):
+        code, out = _cli([run, dest, "--overwrite"])
+        assert code != 0 and "Traceback" not in out and "empty name" not in out, out
+        assert f"{cwd}: holds data.csv, not an earlier export" in out
+    assert _tree(cwd) == ["data.csv"]
+    # an empty folder (here the current one) is filled in place
+    (cwd / "data.csv").unlink()
+    code, out = _cli([run, "."])
+    assert code == 0, out
+    assert {"deeppose_fast_export.json", "saved_model.pb", "variables"} <= set(_tree(cwd))
+    assert Path.cwd() == cwd and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_existing_export_needs_overwrite_and_is_replaced_whole(exported, tmp_path):
+    model, saved = exported
+    run = saved.parent / "run"
+    with pytest.raises(export.ExportExists, match=f"{saved}: already exists") as err:
+        export.export_savedmodel(run, saved)
+    assert "overwrite" not in str(err.value)  # the library does not spell the CLI's option
+    code, out = _cli([run, saved])
+    assert code != 0 and f"{saved}: already exists; pass --overwrite to replace an earlier export" in out
+    # a second checkpoint (later step) replaces the earlier export only with --overwrite
+    checkpoint.save(run / "checkpoints", 4, {"model": model.variables}, _META)
+    code, out = _cli([run, saved, "--overwrite"])
+    assert code == 0, out
+    assert json.loads((saved / "deeppose_fast_export.json").read_text())["step"] == 4
+    assert not [p for p in saved.parent.iterdir() if p.name.startswith(".")]  # no temporary left
