@@ -6,11 +6,18 @@ is extended by ``extension`` around its centre (by default the checkpoint's test
 network learnt from boxes that tightly fit the joints, scaled by that factor), clipped to the image
 (no padding), resized to S x S without keeping the aspect ratio (bilinear, continuous pixel convention),
 RGB, normalised per image and channel (``(x - mean) / sqrt(var + NORM_EPSILON)``, as ``fn.normalize``).
+A box may cross the image border (detector boxes often do): only the crop window is clipped, by the
+evaluation crop's own rule (``codec.crop_geometry``). A box with no overlap with the image is an error; one
+whose overlap is under ``MIN_OVERLAP`` px wide or high gets a ``PredictWarning``.
+
+Outputs are named by ``output_names``: the image's stem, made unique within one call (see there).
 """
 from __future__ import annotations
 
 import json
 import os
+import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +25,15 @@ import numpy as np
 
 # Same constant as the DALI pipeline's normalisation (kept here so prediction needs no DALI).
 NORM_EPSILON = 1.0
+MIN_OVERLAP = 2.0  # px: a person box overlapping the image less than this (width or height) is suspect
 
 
 class PredictError(ValueError):
     """Bad input to prediction (names the file and what is wrong)."""
+
+
+class PredictWarning(UserWarning):
+    """A prediction that runs but is likely meaningless (names the file and why)."""
 
 
 @dataclass
@@ -29,15 +41,76 @@ class Prediction:
     image: str
     crop_box: np.ndarray  # (4,) x0, y0, w, h in image pixels
     joints: np.ndarray  # (K, 2) continuous image pixels
+    box: tuple[float, float, float, float] | None = None  # the person box x1, y1, x2, y2 given, if any
+
+
+def check_image_path(path: str | os.PathLike) -> Path:
+    """``path`` as a Path; a PredictError naming it if it is missing or a folder (cheap: reads nothing)."""
+    path = Path(path)
+    if path.is_dir():
+        raise PredictError(f"{path}: is a folder; give image files (e.g. {path / '*.jpg'})")
+    if not path.is_file():
+        raise PredictError(f"{path}: no such image file")
+    return path
+
+
+def check_out_dir(out_dir: str | os.PathLike) -> Path:
+    """Create ``out_dir`` if needed and prove a file can be written in it; a PredictError naming it if not
+    (run before the network, so a bad ``--out`` costs nothing)."""
+    import tempfile
+
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except FileExistsError:
+        raise PredictError(f"{out_dir}: is a file; the output folder must be a folder") from None
+    except OSError as e:
+        raise PredictError(f"{out_dir}: cannot write outputs there ({e.strerror})") from None
+    return out_dir
+
+
+def output_names(images) -> list[str]:
+    """One output name per image path, unique within the call (compared ignoring case) and stable.
+
+    The name is the image's stem (``a/person.jpg`` -> ``person``); where stems collide, the file name
+    (``person.jpg``, ``person.png``); where file names collide too, the file name prefixed with as many of
+    its (resolved) parent folders as needed, joined by ``__`` (``a__person.jpg``, ``b__person.jpg``). The
+    same file given twice gets ``-2``, ``-3``... in the order given.
+    """
+    resolved = [Path(p).resolve() for p in images]
+    distinct = list(dict.fromkeys(resolved))
+    parts = [p.parts[1:] for p in distinct]  # without the root, which is no name
+
+    def label(i: int, level: int) -> str:
+        return Path(parts[i][-1]).stem if level == 0 else "__".join(parts[i][-level:])
+
+    chosen: list[str | None] = [None] * len(parts)
+    depth = max((len(p) for p in parts), default=0)
+    for level in range(depth + 1):
+        counts = Counter(label(i, level).casefold() for i in range(len(parts)))
+        for i, name in enumerate(chosen):
+            if name is None and (counts[label(i, level).casefold()] == 1 or level == depth):
+                chosen[i] = label(i, level)
+    by_path = dict(zip(distinct, chosen))
+    names = [by_path[p] for p in resolved]
+    taken: set[str] = set()
+    for i, name in enumerate(names):  # the same path twice (or a freak clash between levels)
+        unique, n = name, 1
+        while unique.casefold() in taken:
+            n += 1
+            unique = f"{name}-{n}"
+        taken.add(unique.casefold())
+        names[i] = unique
+    return names
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """(H, W, 3) uint8 BGR; a PredictError naming the file if it is missing or not an image."""
+    """(H, W, 3) uint8 BGR; a PredictError naming the file if it is missing, a folder or not an image."""
     import cv2
 
-    path = Path(path)
-    if not path.is_file():
-        raise PredictError(f"{path}: no such image file")
+    path = check_image_path(path)
     data = np.fromfile(path, np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
@@ -46,22 +119,32 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def crop_box_for(box, image_hw, extension: float, path: str = "image") -> np.ndarray:
-    """The crop ``x0, y0, w, h`` for a person box ``x1, y1, x2, y2`` (None = the whole image): extended
-    by ``extension`` about its centre, clipped to the image. Boxes outside the image are an error."""
-    h, w = image_hw
+    """The crop ``x0, y0, w, h`` for a person box ``x1, y1, x2, y2`` (None = the whole image).
+
+    As the evaluation crop (``codec.crop_geometry`` with ``codec.eval_draws``) makes it from the joints' box:
+    extended by ``extension`` about the box's centre, then clipped to the image. The box may cross the image
+    border; one with no overlap is a PredictError, one overlapping it by under ``MIN_OVERLAP`` px (width or
+    height) a PredictWarning.
+    """
+    from deeppose_fast import codec
+
+    h, w = image_hw[:2]
     if box is None:
         return np.array([0.0, 0.0, float(w), float(h)])
     x1, y1, x2, y2 = (float(v) for v in box)
     if not all(np.isfinite([x1, y1, x2, y2])) or x2 <= x1 or y2 <= y1:
         raise PredictError(f"{path}: box {box} must be x1,y1,x2,y2 with x2 > x1 and y2 > y1")
-    if x1 < 0 or y1 < 0 or x2 > w or y2 > h:
-        raise PredictError(f"{path}: box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) lies outside the {w}x{h} image")
     if extension <= 0:
         raise PredictError(f"extension must be positive, got {extension}")
-    cx, cy, bw, bh = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) * extension, (y2 - y1) * extension
-    x0, y0 = max(0.0, cx - bw / 2), max(0.0, cy - bh / 2)
-    x3, y3 = min(float(w), cx + bw / 2), min(float(h), cy + bh / 2)
-    return np.array([x0, y0, x3 - x0, y3 - y0])
+    ow, oh = min(x2, w) - max(x1, 0.0), min(y2, h) - max(y1, 0.0)
+    if ow <= 0 or oh <= 0:
+        raise PredictError(f"{path}: box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) does not overlap the {w}x{h} image")
+    if min(ow, oh) < MIN_OVERLAP:
+        warnings.warn(PredictWarning(f"{path}: box ({x1:g}, {y1:g}, {x2:g}, {y2:g}) overlaps the {w}x{h} "
+                                     f"image by only {ow:g} x {oh:g} px; the prediction is likely meaningless"))
+    corners = np.array([[x1, y1, 1.0, 1.0], [x2, y2, 1.0, 1.0]])  # x, y, annotated, visible
+    geometry = codec.crop_geometry(corners, (h, w), codec.eval_draws(extension), size=1)
+    return geometry.crop_box.astype(np.float64)
 
 
 def make_crop(image_bgr: np.ndarray, crop_box: np.ndarray, size: int) -> np.ndarray:
@@ -91,32 +174,35 @@ def predict_images(model, images, *, boxes=None, extension: float = 2.0, batch_s
     crops, infos = [], []
     for path, box in zip(images, boxes):
         img = read_image(path)
-        cb = crop_box_for(box, img.shape[:2], extension if box is not None else 1.0, str(path))
+        cb = crop_box_for(box, img.shape[:2], extension, str(path))
         crops.append(make_crop(img, cb, size))
-        infos.append((str(path), cb))
+        infos.append((str(path), cb, None if box is None else tuple(float(v) for v in box)))
     out = []
     for i in range(0, len(crops), batch_size):
-        t = model(np.stack(crops[i:i + batch_size]), training=False).numpy().reshape(len(crops[i:i + batch_size]), -1, 2)
-        for (path, cb), ti in zip(infos[i:i + batch_size], t):
-            out.append(Prediction(path, cb, codec.decode(ti, cb)))
+        batch = np.stack(crops[i:i + batch_size])
+        t = model(batch, training=False).numpy().reshape(len(batch), -1, 2)
+        for (path, cb, box), ti in zip(infos[i:i + batch_size], t):
+            out.append(Prediction(path, cb, codec.decode(ti, cb), box))
     return out
 
 
-def write_outputs(pred: Prediction, skeleton_name: str, out_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """``<stem>.joints.json`` and ``<stem>.pose.png`` (skeleton drawn) in ``out_dir``."""
+def write_outputs(pred: Prediction, skeleton_name: str, out_dir: str | os.PathLike,
+                  name: str | None = None) -> tuple[Path, Path]:
+    """``<name>.joints.json`` and ``<name>.pose.png`` (``viz.draw_pose``) in ``out_dir``; ``name``
+    defaults to the image's stem (``output_names`` makes them unique over several images)."""
     from deeppose_fast import skeleton as skeletons
     from deeppose_fast import viz
 
     sk = skeletons.get(skeleton_name)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = Path(pred.image).stem
+    name = name if name is not None else Path(pred.image).stem
     doc = {"image": pred.image, "skeleton": sk.name, "crop_box_xywh": [float(v) for v in pred.crop_box],
+           "box_xyxy": None if pred.box is None else list(pred.box),
            "pixel_convention": "continuous (pixel i covers [i, i+1))",
            "joints": [{"name": n, "x": float(x), "y": float(y)} for n, (x, y) in zip(sk.joint_names, pred.joints)]}
-    json_path = out_dir / f"{stem}.joints.json"
+    json_path = out_dir / f"{name}.joints.json"
     json_path.write_text(json.dumps(doc, indent=2))
-    img = read_image(pred.image)
-    drawn = viz.draw_skeleton(img, pred.joints, sk, thickness=max(2, round(min(img.shape[:2]) / 150)))
-    png_path = viz.write_png(out_dir / f"{stem}.pose.png", drawn)
+    drawn = viz.draw_pose(read_image(pred.image), pred.joints, sk, crop_box=pred.crop_box, box=pred.box)
+    png_path = viz.write_png(out_dir / f"{name}.pose.png", drawn)
     return json_path, png_path

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
-from deeppose_fast import checkpoint, predict, skeleton  # noqa: E402
+from deeppose_fast import checkpoint, predict, skeleton, viz  # noqa: E402
 from deeppose_fast.model import build_regressor  # noqa: E402
 
 S = 67
@@ -19,7 +20,9 @@ S = 67
 @pytest.fixture(scope="module")
 def snapshot(tmp_path_factory):
     keras.utils.set_random_seed(0)
-    m = build_regressor(16, input_size=S, width=0.25, fc_units=16, dropout=0.0)
+    # He init: the reference's small truncated normals give a tiny network an output that ignores its
+    # input, which would let a wrong crop or normalisation pass unnoticed
+    m = build_regressor(16, input_size=S, width=0.25, fc_units=16, dropout=0.0, init="he")
     d = tmp_path_factory.mktemp("ckpt")
     meta = {"num_joints": 16, "skeleton": "mpii", "model": dict(input_size=S, width=0.25, fc_units=16, dropout=0.0),
             "config": {"ext_max": 2.0, "eval_extension": 0.0}}
@@ -71,12 +74,18 @@ def test_predict_writes_json_and_png(snapshot, photo, tmp_path):
     # the joints are the network's outputs decoded into the crop box
     crop = predict.make_crop(img, p.crop_box, S)
     t = model(crop[None], training=False).numpy().reshape(16, 2)
+    other = model(np.roll(crop, 20, axis=1)[None], training=False).numpy().reshape(16, 2)
+    assert np.abs(t - other).max() > 1e-2  # the answer depends on the crop, so a wrong crop would show
     np.testing.assert_allclose(p.joints, p.crop_box[:2] + (t + 0.5) * p.crop_box[2:], rtol=1e-5)
     j, png = predict.write_outputs(p, "mpii", tmp_path / "out")
     doc = json.loads(j.read_text())
     assert [d["name"] for d in doc["joints"]] == list(skeleton.MPII.joint_names)
     drawn = cv2.imread(str(png))
-    assert drawn.shape == img.shape and not np.array_equal(drawn, img)
+    h, w = img.shape[:2]  # the picture, then the legend strip below it
+    assert drawn.shape[1] == w and drawn.shape[0] > h and not np.array_equal(drawn[:h], img)
+    # the crop box is outlined (its left edge, half-way down, on its first column inside)
+    x0, y0, w, h = (int(round(v)) for v in p.crop_box)
+    assert np.abs(drawn[y0 + h // 2, x0].astype(int) - viz.CROP_COLOUR).max() < 40, drawn[y0 + h // 2, x0]
 
 
 def test_predict_command(snapshot, photo, tmp_path):
@@ -104,8 +113,8 @@ def test_bad_inputs(snapshot, photo, tmp_path):
         predict.predict_images(model, [text])
     with pytest.raises(predict.PredictError, match="missing.png: no such image"):
         predict.predict_images(model, [tmp_path / "missing.png"])
-    with pytest.raises(predict.PredictError, match=r"photo.png: box .* outside the 160x120 image"):
-        predict.predict_images(model, [path], boxes=[(100, 50, 200, 110)])
+    with pytest.raises(predict.PredictError, match=r"photo.png: box .* does not overlap the 160x120 image"):
+        predict.predict_images(model, [path], boxes=[(170, 50, 200, 110)])
     with pytest.raises(predict.PredictError, match="x2 > x1"):
         predict.predict_images(model, [path], boxes=[(50, 50, 40, 60)])
     runner = CliRunner()
@@ -113,3 +122,83 @@ def test_bad_inputs(snapshot, photo, tmp_path):
     assert res.exit_code != 0 and "no such checkpoint" in res.output
     res = runner.invoke(command, [str(ckpt_path), str(path), "--box", "1,2,3"])
     assert res.exit_code != 0 and "expected four numbers" in res.output
+
+
+def _cli(*args):
+    """``deeppose-fast predict ARGS`` in-process: (exit code, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from deeppose_fast.commands.predict import command
+
+    res = CliRunner().invoke(command, [str(a) for a in args])
+    return res.exit_code, res.stdout, res.stderr
+
+
+def test_one_output_per_input_even_when_names_collide(snapshot, photo, tmp_path):
+    ckpt_path, _ = snapshot
+    path, img = photo
+    inputs = [tmp_path / "a" / "person.jpg", tmp_path / "b" / "person.jpg", tmp_path / "a" / "person.png"]
+    for i, p in enumerate(inputs):
+        p.parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(p), np.roll(img, 20 * i, axis=1))  # three different pictures
+    inputs += [path, path]  # a lone name, given twice
+    code, out, err = _cli(ckpt_path, *inputs, "--out", tmp_path / "o")
+    assert code == 0, out + err
+    written = [line.split(": ", 1)[1].split(", ")[0] for line in out.splitlines()]
+    assert len(set(written)) == len(inputs)  # one distinct output per input
+    for image, json_path in zip(inputs, written):
+        assert json.loads(Path(json_path).read_text())["image"] == str(image)
+    # the documented scheme: stem; file name where stems collide; parent folders where names collide too
+    names = sorted(p.name for p in (tmp_path / "o").glob("*.joints.json"))
+    assert names == sorted(f"{n}.joints.json" for n in ("a__person.jpg", "b__person.jpg", "person.png", "photo",
+                                                         "photo-2"))
+    assert len(list((tmp_path / "o").glob("*.pose.png"))) == len(inputs)
+
+
+def test_output_names_are_unique_ignoring_case(tmp_path):
+    names = predict.output_names([tmp_path / "x" / "Person.jpg", tmp_path / "y" / "person.jpg"])
+    assert names == ["x__Person.jpg", "y__person.jpg"]
+    assert predict.output_names([tmp_path / "a.jpg", tmp_path / "b.jpg"]) == ["a", "b"]
+
+
+def test_a_box_may_cross_the_image_border(snapshot, photo):
+    _, model = snapshot
+    path, _ = photo  # 160 x 120
+    # extended about the box's own centre, then clipped: centre (150, 80), 150 x 90 -> x 75..225, y 35..125
+    np.testing.assert_allclose(predict.crop_box_for((100, 50, 200, 110), (120, 160), 1.5), [75, 35, 85, 85])
+    # a box holding the whole image crops the whole image
+    np.testing.assert_allclose(predict.crop_box_for((-10, -20, 170, 130), (120, 160), 2.0), [0, 0, 160, 120])
+    p = predict.predict_images(model, [path], boxes=[(-10, -20, 170, 130)], extension=2.0)[0]
+    np.testing.assert_allclose(p.crop_box, [0, 0, 160, 120])
+    assert np.isfinite(p.joints).all()
+
+
+def test_a_box_barely_touching_the_image_warns(snapshot, photo, tmp_path):
+    ckpt_path, model = snapshot
+    path, _ = photo
+    with pytest.warns(predict.PredictWarning, match=r"photo.png: box .* overlaps the 160x120 image by only 1 x 40"):
+        predict.crop_box_for((159, 10, 300, 50), (120, 160), 2.0, str(path))
+    code, out, err = _cli(ckpt_path, path, "--box", "159,10,300,50", "--out", tmp_path / "o")
+    assert code == 0, out + err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"warning: {path}: box") and "1 x 40 px" in lines[0], err
+    code, out, err = _cli(ckpt_path, path, "--box", "170,10,300,50", "--out", tmp_path / "o")
+    assert code != 0 and "does not overlap the 160x120 image" in out + err and "Traceback" not in out + err
+
+
+def test_a_folder_is_named_as_a_folder(snapshot, photo, tmp_path):
+    ckpt_path, _ = snapshot
+    path, _ = photo
+    code, out, err = _cli(ckpt_path, path, tmp_path)
+    assert code != 0 and f"{tmp_path}: is a folder; give image files" in err and "Traceback" not in out + err
+
+
+def test_a_bad_out_is_refused_before_the_network(photo, tmp_path):
+    path, _ = photo
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("not a folder")
+    # checked before the checkpoint is even read: a missing snapshot is not what is reported
+    for out_dir, why in ((blocker, "is a file"), (blocker / "sub", "cannot write outputs there")):
+        code, out, err = _cli(tmp_path / "no-checkpoint", path, "--out", out_dir)
+        assert code != 0 and f"{out_dir}: {why}" in err and "Traceback" not in out + err, err
+    assert blocker.read_text() == "not a folder"
