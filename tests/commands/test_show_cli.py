@@ -1,5 +1,5 @@
 """`deeppose-fast show`: a contact sheet PNG of training (or evaluation) crops with skeletons drawn,
-and one clear error line for a folder that is not a prepared data set."""
+and one clear error line for a folder that is not a prepared data set or has a damaged shard."""
 from __future__ import annotations
 
 import shutil
