@@ -15,8 +15,16 @@ segment already consumed, so it sees exactly the batches an uninterrupted run se
 slots, dropout RNG state and the step counter are all in the checkpoint.
 
 Stopping. Ctrl-C (SIGINT) or SIGTERM sets a flag; the flag is summed over ranks with the loss every step,
-so all ranks stop after the same step, and rank 0 writes a checkpoint before exiting. A non-finite loss
-stops training with ``TrainingDiverged`` and writes nothing, so the last good checkpoint stays the newest.
+so all ranks stop after the same step, and rank 0 writes a checkpoint before exiting. A non-finite loss,
+or a NaN or infinite variable (weights or optimiser slots: a huge learning rate can ruin the weights
+while the loss stays finite), stops training with ``TrainingDiverged`` and writes nothing, so the last
+good checkpoint stays the newest. The variables are checked on the device at every ``log_every`` step
+and before every checkpoint (one reduction per variable; the step itself is unchanged).
+
+Before any work. The data folder is validated (manifest readable, listed shards present), the run folder
+is checked (it must be writable, and a run folder belongs to one run: without ``resume`` a folder that
+already holds a run is refused), and on resume the settings that shape the saved state (optimiser and
+network) must be the checkpoint's. Each failure is one error naming the file or folder and the fix.
 
 Initial state is broadcast from rank 0 *before* the first step: the optimisers are built explicitly
 (no lazily created slots), so broadcasting then is safe, and the first step on N ranks is exactly the
@@ -29,6 +37,7 @@ import json
 import math
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -43,7 +52,18 @@ DatasetFactory = Callable[[int, int, int], Iterable]
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss, or a variable (weights, optimiser slots), became NaN or infinite."""
+
+
+class RunFolderError(ValueError):
+    """The run folder (``--out``) cannot take this run: it holds another run, or cannot be written."""
+
+
+# What a run writes into its folder; any of them means the folder already holds a run.
+RUN_FILES = ("checkpoints", "config.json", "train.log", "train_curve.jsonl", "eval_curve.jsonl",
+             "tensorboard")
+# Settings that shape the saved state (optimiser slots, network variables): a resume must keep them.
+RESUME_FIXED = ("optimizer", "input_size", "width", "fc_units", "norm", "pool5")
 
 
 def segment_seed(seed: int, segment: int, rank: int = 0) -> int:
@@ -114,9 +134,113 @@ def configure_tensorflow(cfg: TrainConfig) -> None:
 
 
 def _read_manifest(cfg: TrainConfig) -> dict:
+    """The data folder's manifest, validated (readable, every listed shard present); ``ShardError``
+    naming the file otherwise."""
     from deeppose_fast.datasets import shards
 
     return shards.read_manifest(cfg.data)
+
+
+def check_run_folder(out: Path, resume: bool) -> None:
+    """Refuse a run folder before any work: one that holds another run (unless resuming it), or that
+    cannot be written (read-only, not a folder, unwritable sub-folder or log). Creates ``out``.
+
+    A run folder belongs to one run: a second run into it would overwrite ``config.json``, mix its logs
+    and curves with the first's, and its checkpoints would compete with the older run's.
+
+    Raises:
+        RunFolderError: naming the folder and the fix.
+    """
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"{out}: exists and is not a folder; choose another --out")
+    if not resume:
+        found = [name for name in RUN_FILES if (out / name).exists()]
+        if found:
+            if checkpoint.list_checkpoints(out / "checkpoints"):
+                fix = "continue it with --resume, or choose a new --out"
+            else:
+                fix = "it has no checkpoint to resume from: choose a new --out"
+            raise RunFolderError(f"{out}: already holds a training run ({', '.join(found)}); {fix}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        # A scratch file in each folder the run writes into, and its files opened as it opens them
+        # (TensorBoard's writer would otherwise fail only later, and with a TensorFlow traceback).
+        for folder in (out, out / "checkpoints", out / "tensorboard"):
+            if folder.exists():
+                with tempfile.TemporaryFile(dir=folder):
+                    pass
+        for name in ("config.json", "train.log", "train_curve.jsonl", "eval_curve.jsonl"):
+            if (out / name).exists():
+                with open(out / name, "a"):
+                    pass
+    except OSError as e:
+        raise RunFolderError(f"{out}: cannot write the run there ({e.strerror}: {e.filename or out}); "
+                             f"choose a writable --out") from None
+
+
+def _option(name: str, value) -> str:
+    """The command-line option that sets ``name`` to ``value``."""
+    flag = name.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag} {value}"
+
+
+def check_resume(ckpt: checkpoint.Checkpoint, cfg: TrainConfig, num_joints: int) -> None:
+    """Refuse to resume ``ckpt`` with settings that change the shape of its state, naming what changed.
+
+    Raises:
+        checkpoint.CheckpointError: e.g. "the run was trained with optimizer=adam, this configuration says
+            optimizer=adagrad; resume with --optimizer adam or start a new --out".
+    """
+    if ckpt.num_joints != num_joints:
+        raise checkpoint.CheckpointError(f"{ckpt.path}: trained for {ckpt.num_joints} joints, the data "
+                                         f"has {num_joints}; resume with the run's data or start a new --out")
+    saved = {**ckpt.meta.get("config", {}), **ckpt.model_settings}
+    for name in RESUME_FIXED:
+        mine = getattr(cfg, name)
+        if name in saved and str(saved[name]) != str(mine):
+            raise checkpoint.CheckpointError(
+                f"{ckpt.path}: the run was trained with {name}={saved[name]}, this configuration says "
+                f"{name}={mine}; resume with {_option(name, saved[name])} or start a new --out")
+
+
+def _on_every_rank(check: Callable[[], None]) -> None:
+    """Run ``check`` on rank 0 (the only rank that writes the run folder) and raise its error, if
+    any, on every rank, so that all stop together."""
+    error = None
+    if dist.is_root():
+        try:
+            check()
+        except RunFolderError as e:
+            error = e
+    error = dist.broadcast_object(error, name="run_folder_check")
+    if error is not None:
+        raise error
+
+
+def _non_finite_check(groups: dict[str, list]) -> Callable[[], str | None]:
+    """A function naming the first variable of ``groups`` that holds NaN or infinity on any rank (None
+    when all are finite). One fused reduction per variable on the device, summed over ranks (a
+    collective: every rank calls it at the same steps)."""
+    import tensorflow as tf
+
+    named = [(f"{group} variable {getattr(v, 'path', v.name)!r}", v)
+             for group, variables in groups.items() for v in variables
+             if tf.as_dtype(v.dtype).is_floating]
+    names = [n for n, _ in named]
+    tensors = dist.backing([v for _, v in named])
+
+    @tf.function
+    def count_bad():
+        bad = tf.stack([tf.cast(tf.reduce_any(~tf.math.is_finite(t)), tf.float32) for t in tensors])
+        return dist.allreduce(bad, average=False, name="non_finite_check")
+
+    def first_bad() -> str | None:
+        bad = count_bad().numpy()
+        return names[int(np.argmax(bad > 0))] if bad.any() else None
+
+    return first_bad
 
 
 class _StopFlag:
@@ -213,32 +337,36 @@ def train(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
     root = dist.is_root()
     nranks, rank = dist.size(), dist.rank()
     out = Path(cfg.out)
-    log = _Logger(out, root)
     ckpt_dir = out / "checkpoints"
 
-    if dataset_factory is None:
+    # Checks before any work: the read-only ones first (data, checkpoint), then the run folder, which
+    # is created by its check; nothing is written before all passed.
+    real_data = dataset_factory is None
+    if real_data:
         manifest = _read_manifest(cfg)
         num_joints = int(manifest["num_joints"])
         skeleton = manifest.get("skeleton", skeleton)
         dataset_factory = dali_dataset_factory(cfg)
-        if evaluate_fn is None and cfg.eval_every > 0:
-            evaluate_fn = _default_evaluator(cfg, skeleton, log)
     if num_joints is None:
         raise ValueError("num_joints is required with a custom dataset_factory")
-
     ckpt = None
     if resume:
         ckpt = checkpoint.load(ckpt_dir)  # clear error if there is none
-        if ckpt.num_joints != num_joints:
-            raise checkpoint.CheckpointError(f"{ckpt.path}: trained for {ckpt.num_joints} joints, the data "
-                                             f"has {num_joints}")
-        saved = ckpt.model_settings
-        mine = dict(input_size=cfg.input_size, width=cfg.width, fc_units=cfg.fc_units, norm=cfg.norm,
-                    pool5=cfg.pool5)
-        for k, v in mine.items():
-            if str(saved.get(k)) != str(v):
-                raise checkpoint.CheckpointError(f"{ckpt.path}: network setting {k}={saved[k]} differs from "
-                                                 f"the configuration's {k}={v}")
+        check_resume(ckpt, cfg, num_joints)
+    _on_every_rank(lambda: check_run_folder(out, resume))
+
+    log = _Logger(out, root)
+    if real_data and evaluate_fn is None and cfg.eval_every > 0:
+        evaluate_fn = _default_evaluator(cfg, skeleton, log)
+    if ckpt is not None and root:
+        for line in checkpoint.clean_leftovers(ckpt_dir):
+            log.print(f"{ckpt_dir}: {line} (left by a killed writer)")
+        saved_ranks = int(ckpt.meta.get("num_ranks", nranks))
+        if saved_ranks != nranks:
+            log.print(f"warning: {ckpt.path} was trained on {saved_ranks} rank(s), this run has {nranks}: "
+                      f"the data order changes (each rank reads its own shard with its own seed), and the "
+                      f"batch per step is {nranks} x {cfg.batch_size} instead of {saved_ranks} x "
+                      f"{cfg.batch_size}; continuing")
 
     keras.utils.set_random_seed(cfg.seed)
     model = model_lib.build_regressor(num_joints, cfg.input_size, cfg.width, cfg.fc_units, cfg.dropout,
@@ -291,12 +419,33 @@ def train(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
                                               global_step, cfg)
         return step_fns[train_conv]
 
+    find_non_finite = _non_finite_check(groups)
+
+    def diverged(what: str, at_step: int) -> TrainingDiverged:
+        """The error (and train.log line) for a diverged run: what went non-finite, and the way back."""
+        bar.close()
+        last_good = last_ckpt or (ckpt.path if ckpt is not None else None)
+        again = "resume" if last_good else "start again in a new --out"
+        msg = (f"training diverged: {what} at step {at_step}; nothing was saved after the last good "
+               f"checkpoint ({last_good or 'none written in this run'}). Lower the learning rates "
+               f"(conv_lr={cfg.conv_lr}, fc_lr={cfg.fc_lr}) and {again}.")
+        log.print(msg)
+        return TrainingDiverged(msg)
+
+    def check_variables(at_step: int) -> None:
+        """Stop (all ranks) if a weight or optimiser slot went NaN or infinite."""
+        bad = find_non_finite()
+        if bad is not None:
+            raise diverged(f"{bad} holds NaN or infinity", at_step)
+
     meta_base = {"num_joints": num_joints, "skeleton": skeleton,
                  "model": dict(input_size=cfg.input_size, width=cfg.width, fc_units=cfg.fc_units,
                                dropout=cfg.dropout, norm=cfg.norm, pool5=cfg.pool5),
                  "config": cfg.to_dict(), "num_ranks": nranks}
 
     def save(step: int) -> Path | None:
+        """Check every variable (all ranks, a collective), then write the checkpoint (rank 0)."""
+        check_variables(step)
         if not root:
             return None
         seg = step // cfg.data_segment_steps
@@ -319,6 +468,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
                dynamic_ncols=True, file=sys.stderr)
     iterator, iter_segment = None, None
     last_loss, last_ckpt = float("nan"), None
+    saved_step = ckpt.step if ckpt is not None else None  # on every rank (save() is a collective)
     t_start = time.time()
     t_window, n_window = time.time(), 0
     stopped_by = None
@@ -340,17 +490,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
             stats = fn(images, targets, weights, tf.constant(1.0 if want_stop else 0.0)).numpy()
             loss, stop_votes = float(stats[0]) / nranks, float(stats[1])
             if not math.isfinite(loss):
-                bar.close()
-                msg = (f"training diverged: the loss is {loss} at step {step + 1}; nothing was saved after "
-                       f"the last good checkpoint ({last_ckpt or 'none written in this run'}). "
-                       f"Lower the learning rates (conv_lr={cfg.conv_lr}, fc_lr={cfg.fc_lr}) and resume.")
-                log.print(msg)
-                raise TrainingDiverged(msg)
+                raise diverged(f"the loss is {loss}", step + 1)
             step = int(global_step.numpy())
             last_loss = loss
             n_window += 1
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.max_steps:
+                check_variables(step)
                 dt = time.time() - t_window
                 sps = n_window / dt if dt > 0 else float("nan")
                 ips = sps * cfg.batch_size * nranks
@@ -369,14 +515,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
             if step % cfg.ckpt_every == 0 or (cfg.eval_every > 0 and step % cfg.eval_every == 0):
                 sync_statistics()
             if step % cfg.ckpt_every == 0:
-                last_ckpt = save(step)
+                last_ckpt, saved_step = save(step), step
             if evaluate_fn is not None and root and cfg.eval_every > 0 and step % cfg.eval_every == 0:
                 evaluate_fn(model, step)
                 t_window, n_window = time.time(), 0  # evaluation time is not training speed
     bar.close()
     sync_statistics()
-    if last_ckpt is None or int(last_ckpt.name.split("-")[1]) != step:
+    if saved_step != step:
         last_ckpt = save(step)
+    elif last_ckpt is None and ckpt is not None and root:  # resumed a run that had already finished
+        last_ckpt = ckpt.path
     if stopped_by is None and evaluate_fn is not None and root and cfg.eval_every > 0 \
             and step % cfg.eval_every != 0:
         evaluate_fn(model, step)

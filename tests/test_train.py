@@ -2,6 +2,7 @@
 keeps the conv layers fixed when asked, and schedules the learning rate."""
 from __future__ import annotations
 
+import os
 import signal
 
 import numpy as np
@@ -153,6 +154,7 @@ def test_segment_seed_is_pure_and_distinct():
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint"):
         run(cfg_for(tmp_path, "none"), resume=True)
+    assert not (tmp_path / "none").exists()  # and nothing was created
 
 
 def test_xla_and_bf16_mixed_precision_step(tmp_path):
@@ -205,3 +207,110 @@ def test_resume_is_exact_with_the_dali_pipeline(tmp_path, synthetic_shards):
     for a, b in zip(weights_of(full), weights_of(resumed)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert (tmp_path / "full" / "tensorboard").is_dir() and any((tmp_path / "full" / "tensorboard").iterdir())
+
+
+def _files(folder):
+    """{relative path: bytes} of every file under ``folder`` (to show that nothing was touched)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_second_run_into_a_used_folder_is_refused_before_any_work(tmp_path):
+    run(cfg_for(tmp_path, "used", max_steps=4, ckpt_every=2, keep_checkpoints=1))
+    before = _files(tmp_path / "used")
+    calls = [0]
+    with pytest.raises(train.RunFolderError, match=r"used: already holds a training run \(checkpoints, "
+                                                   r"config.json, train.log.*--resume.*new --out"):
+        run(cfg_for(tmp_path, "used", max_steps=2, seed=6), dataset_factory=factory(calls))
+    assert calls == [0] and _files(tmp_path / "used") == before
+    # a run that died before its first checkpoint: it cannot be resumed, so the message does not say so
+    (tmp_path / "crashed").mkdir()
+    (tmp_path / "crashed" / "train.log").write_text("training custom ...\n")
+    with pytest.raises(train.RunFolderError, match=r"\(train.log\); it has no checkpoint to resume from: "
+                                                   r"choose a new --out"):
+        run(cfg_for(tmp_path, "crashed"))
+    (tmp_path / "empty").mkdir()  # an existing empty folder holds no run
+    assert run(cfg_for(tmp_path, "empty", max_steps=1))["step"] == 1
+
+
+def test_huge_learning_rate_stops_before_writing_non_finite_weights(tmp_path):
+    # conv_lr=1e8 with batch normalisation (the CPU preset's network) keeps the loss finite while the
+    # moving statistics overflow: the run wrote non-finite checkpoints and exited normally
+    net = dict(norm="batchnorm", loss="l1", init="he", dropout=0.0, conv_lr=1e8)
+    cfg = cfg_for(tmp_path, "huge", max_steps=12, ckpt_every=2, log_every=100, **net)
+    with pytest.raises(train.TrainingDiverged, match=r"model variable '.*' holds NaN or infinity at step \d+; "
+                                                     r"nothing was saved after .*ckpt-\d+\)\. .*conv_lr=1"):
+        run(cfg)
+    ck = checkpoint.load(tmp_path / "huge")
+    for group in ("model", "opt_conv", "opt_fc"):
+        assert all(np.all(np.isfinite(v)) for _, v in ck.arrays[group] if v.dtype.kind == "f"), group
+    # between checkpoints, the check at each log step stops it as early
+    cfg = cfg_for(tmp_path, "huge-early", max_steps=12, ckpt_every=100, log_every=1, **net)
+    with pytest.raises(train.TrainingDiverged, match=r"\(none written in this run\).*start again in a new --out"):
+        run(cfg)
+    assert checkpoint.list_checkpoints(tmp_path / "huge-early" / "checkpoints") == []
+
+
+def test_resume_with_another_optimizer_names_the_setting(tmp_path):
+    run(cfg_for(tmp_path, "adam", max_steps=2))
+    with pytest.raises(checkpoint.CheckpointError,
+                       match="the run was trained with optimizer=adam, this configuration says "
+                             "optimizer=adagrad; resume with --optimizer adam or start a new --out"):
+        run(cfg_for(tmp_path, "adam", max_steps=4, optimizer="adagrad"), resume=True)
+    with pytest.raises(checkpoint.CheckpointError, match="pool5=True.*resume with --pool5 or"):
+        run(cfg_for(tmp_path, "adam", max_steps=4, pool5=False), resume=True)
+
+
+def test_resume_on_fewer_ranks_warns_that_the_data_order_changes(tmp_path, capsys):
+    import json
+
+    run(cfg_for(tmp_path, "ranks", max_steps=2))
+    meta_file = checkpoint.resolve(tmp_path / "ranks") / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**meta, "num_ranks": 2}))  # as if written by a 2-rank run
+    capsys.readouterr()
+    assert run(cfg_for(tmp_path, "ranks", max_steps=4), resume=True)["step"] == 4
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1
+    assert "trained on 2 rank(s), this run has 1: the data order changes" in warnings[0]
+    assert warnings[0] in (tmp_path / "ranks" / "train.log").read_text()
+
+
+def test_resume_removes_half_written_checkpoints_of_a_killed_writer(tmp_path):
+    import subprocess
+    import sys
+
+    run(cfg_for(tmp_path, "killed", max_steps=2))
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a writer that is gone (SIGKILL mid-write)
+    left = tmp_path / "killed" / "checkpoints" / f"ckpt-00000004.tmp-{proc.pid}"
+    left.mkdir()
+    (left / "state.npz").write_bytes(b"\0" * 4096)
+    run(cfg_for(tmp_path, "killed", max_steps=3), resume=True)
+    assert not left.exists()
+    assert f"removed {left.name}" in (tmp_path / "killed" / "train.log").read_text()
+
+
+def test_unwritable_out_is_refused_before_any_work(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(train.RunFolderError, match=r"a-file/run: cannot write the run there .*writable --out"):
+        run(cfg_for(tmp_path, "a-file/run"))
+    # on resume, a sub-folder the run writes into (TensorBoard's, here) that cannot take a file
+    import shutil
+
+    run(cfg_for(tmp_path, "resumed", max_steps=2))
+    shutil.rmtree(tmp_path / "resumed" / "tensorboard")
+    (tmp_path / "resumed" / "tensorboard").write_text("")
+    with pytest.raises(train.RunFolderError, match=r"resumed: cannot write the run there .*tensorboard"):
+        run(cfg_for(tmp_path, "resumed", max_steps=3), resume=True)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root writes into read-only folders: permissions cannot be tested as root")
+def test_read_only_out_is_refused_before_any_work(tmp_path):
+    run(cfg_for(tmp_path, "ro", max_steps=2))
+    (tmp_path / "ro" / "tensorboard").chmod(0o555)
+    try:
+        with pytest.raises(train.RunFolderError, match=r"ro: cannot write the run there \(Permission denied"):
+            run(cfg_for(tmp_path, "ro", max_steps=3), resume=True)
+    finally:
+        (tmp_path / "ro" / "tensorboard").chmod(0o755)

@@ -40,8 +40,16 @@ def _field_options(func):
 @click.option("--resume", is_flag=True, help="continue from the newest checkpoint in --out")
 @_field_options
 def command(preset, resume, **overrides):
-    """Train the AlexNet regressor (single process, or one process per GPU under horovodrun)."""
+    """Train the AlexNet regressor (single process, or one process per GPU under horovodrun).
+
+    Exit status: 0 done, 1 a usage error (one line naming the file or folder), 3 the training diverged
+    (the last good checkpoint is kept), 130 stopped by Ctrl-C / SIGTERM (after writing a checkpoint).
+    """
     from deeppose_fast import checkpoint, config, dist
+    from deeppose_fast.datasets import DatasetError
+    from deeppose_fast.datasets.shards import ShardError
+    from deeppose_fast.pipeline.dali import PipelineError
+    from deeppose_fast.pipeline.native import NativeBuildError
     from deeppose_fast.train import TrainingDiverged, train
 
     try:
@@ -56,7 +64,8 @@ def command(preset, resume, **overrides):
     except TrainingDiverged as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(3)
-    except (ValueError, FileNotFoundError, checkpoint.CheckpointError) as e:
+    except (ValueError, FileNotFoundError, checkpoint.CheckpointError, DatasetError, ShardError, PipelineError,
+            NativeBuildError) as e:
         raise click.ClickException(str(e)) from None
     finally:
         dist.shutdown()
