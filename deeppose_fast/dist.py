@@ -7,9 +7,38 @@ Keras variable (``v.value``) for Horovod's tape and broadcast (see shared/STACK.
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import time
 
 _hvd = None  # the horovod.tensorflow module once initialised
 _initialised = False
+_peers: list[tuple[str, int]] = []  # (host name, pid) of every rank, by rank, once initialised
+
+# Horovod's words when a collective finds the job broken (a peer died, or raised and shut down).
+_SHUTDOWN_MARKERS = ("Horovod has been shut down", "Connection reset by peer", "Connection closed by peer")
+
+
+class PeerLost(RuntimeError):
+    """Another rank of the job died (killed, crashed, raised) while this rank was in a collective.
+
+    Attributes:
+        lost: the ranks known to be gone (those on this host whose process has ended); empty when the
+            lost rank is on another host.
+        unknown: the ranks on other hosts, whose state this rank cannot see.
+        reporter: True on the one surviving rank that should tell the user (see ``report_rank``).
+    """
+
+    def __init__(self, lost: list[int], unknown: list[int], reporter: bool):
+        self.lost, self.unknown, self.reporter = lost, unknown, reporter
+        if lost:
+            who = f"rank{'s' if len(lost) > 1 else ''} {', '.join(map(str, lost))} " + \
+                  ", ".join(f"(pid {_peers[r][1]} on {_peers[r][0]})" for r in lost)
+        elif unknown:
+            who = f"a rank on another host (ranks {', '.join(map(str, unknown))} are not on this one)"
+        else:
+            who = "a rank"
+        super().__init__(f"{who} was lost")
 
 # Set by horovodrun (Gloo and MPI launchers alike).
 _LAUNCHER_VARS = ("HOROVOD_RANK", "HOROVOD_SIZE", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
@@ -31,6 +60,8 @@ def init(pin_gpu: bool = True) -> None:
 
         hvd.init()
         _hvd = hvd
+        if hvd.size() > 1:  # who is where, so that a lost rank can be named later
+            _peers[:] = hvd.allgather_object((socket.gethostname(), os.getpid()), name="deeppose_fast_peers")
     if pin_gpu:
         import tensorflow as tf
 
@@ -127,8 +158,51 @@ def barrier() -> None:
     _hvd.allreduce(np.zeros((1,), np.float32), name="deeppose_fast_barrier")
 
 
+def is_peer_failure(error: BaseException) -> bool:
+    """Whether ``error`` (raised by a collective) means another rank of the job is gone."""
+    return _hvd is not None and any(m in str(error) for m in _SHUTDOWN_MARKERS)
+
+
+def _alive(pid: int) -> bool:
+    import psutil  # a Horovod dependency: present whenever ranks exist
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def peer_lost(wait_s: float = 2.0) -> PeerLost:
+    """Describe a lost peer after ``is_peer_failure``: which ranks on this host have ended (waiting up to
+    ``wait_s`` for a dying process to exit), and whether this rank is the one to report it.
+
+    Ignores SIGTERM from here on (main thread only): horovodrun terminates the survivors right after a
+    rank fails, and the report must be printed before this process goes; the caller exits next.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    me, host = rank(), socket.gethostname()
+    local = [r for r, (h, _) in enumerate(_peers) if h == host and r != me]
+    unknown = [r for r, (h, _) in enumerate(_peers) if h != host]
+    deadline = time.monotonic() + wait_s
+    lost: list[int] = []
+    while True:
+        lost = [r for r in local if not _alive(_peers[r][1])]
+        if lost or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return PeerLost(lost, unknown, reporter=report_rank(lost) == me)
+
+
+def report_rank(lost: list[int]) -> int:
+    """The rank that tells the user about a failure: the lowest rank not known to be lost (rank 0 unless
+    rank 0 itself died on this host), so the message is printed once."""
+    return min(r for r in range(max(size(), 1)) if r not in lost)
+
+
 def shutdown() -> None:
+    """End Horovod (also after a lost peer: it returns at once)."""
     global _hvd, _initialised
     if _hvd is not None:
         _hvd.shutdown()
     _hvd, _initialised = None, False
+    _peers.clear()

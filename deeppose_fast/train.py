@@ -32,6 +32,7 @@ step of one process on the union of their batches.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -53,6 +54,30 @@ DatasetFactory = Callable[[int, int, int], Iterable]
 
 class TrainingDiverged(RuntimeError):
     """The loss, or a variable (weights, optimiser slots), became NaN or infinite."""
+
+
+class RankLost(RuntimeError):
+    """Another rank of a distributed run died (killed, crashed, raised) during a collective; this rank
+    stopped too. ``reporter`` is True on the one rank that should tell the user (``dist.report_rank``)."""
+
+    def __init__(self, lost: dist.PeerLost, step: int, out: str, newest: Path | None):
+        self.reporter = lost.reporter
+        super().__init__(f"{lost} at step {step}; the job stops; newest checkpoint "
+                         f"{newest or '(none written yet)'}; resume with the same launcher and "
+                         f"`deeppose-fast train --resume --out {out}`")
+
+
+@contextlib.contextmanager
+def _lost_ranks(current_step: Callable[[], int], out: str, ckpt_dir: Path):
+    """Turn the error a collective raises when another rank has died into ``RankLost``, naming the lost
+    rank, the step, the newest checkpoint and the resume command."""
+    try:
+        yield
+    except Exception as e:
+        if not dist.is_peer_failure(e):
+            raise
+        found = checkpoint.list_checkpoints(ckpt_dir)
+        raise RankLost(dist.peer_lost(), current_step(), out, found[-1] if found else None) from None
 
 
 class RunFolderError(ValueError):
@@ -263,8 +288,10 @@ class _StopFlag:
             raise KeyboardInterrupt
         self.raised = True
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         for sig, handler in self._previous.items():
+            if sig == signal.SIGTERM and exc_type is RankLost:
+                continue  # keep ignoring horovodrun's SIGTERM until the report is printed (dist.peer_lost)
             signal.signal(sig, handler)
         return False
 
@@ -473,7 +500,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
     t_window, n_window = time.time(), 0
     stopped_by = None
     lr_varies = cfg.lr_schedule != "constant" or (cfg.scale_lr and nranks > 1 and cfg.warmup_steps > 0)
-    with _StopFlag() as stop:
+    with _StopFlag() as stop, _lost_ranks(lambda: step, cfg.out, ckpt_dir):
         while step < cfg.max_steps:
             seg = step // cfg.data_segment_steps
             if iter_segment != seg:
@@ -532,7 +559,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
     # Every rank reports its digest, so a launcher can check they agree.
     print(f"rank {rank}/{nranks} step {step} weights sha256 {digest}", file=sys.stderr, flush=True)
     if stopped_by:
-        log.print(f"stopped by {stopped_by} at step {step}; checkpoint {last_ckpt}")
+        log.print(f"stopped cleanly at step {step} ({stopped_by}); checkpoint {last_ckpt}; resume with "
+                  f"`deeppose-fast train --resume --out {cfg.out}`")
     elif root:
         log.print(f"finished at step {step}; checkpoint {last_ckpt}")
     return {"step": step, "loss": last_loss, "checkpoint": str(last_ckpt) if last_ckpt else None,

@@ -43,14 +43,17 @@ def command(preset, resume, **overrides):
     """Train the AlexNet regressor (single process, or one process per GPU under horovodrun).
 
     Exit status: 0 done, 1 a usage error (one line naming the file or folder), 3 the training diverged
-    (the last good checkpoint is kept), 130 stopped by Ctrl-C / SIGTERM (after writing a checkpoint).
+    (the last good checkpoint is kept), 4 another rank of a distributed run was lost (rank 0 names it,
+    the newest checkpoint and the resume command), 130 stopped by Ctrl-C / SIGTERM after writing a
+    checkpoint (0 under horovodrun, whose launcher reports any non-zero exit as a failure with a
+    traceback).
     """
     from deeppose_fast import checkpoint, config, dist
     from deeppose_fast.datasets import DatasetError
     from deeppose_fast.datasets.shards import ShardError
     from deeppose_fast.pipeline.dali import PipelineError
     from deeppose_fast.pipeline.native import NativeBuildError
-    from deeppose_fast.train import TrainingDiverged, train
+    from deeppose_fast.train import RankLost, TrainingDiverged, train
 
     try:
         if resume and preset is None:
@@ -64,10 +67,14 @@ def command(preset, resume, **overrides):
     except TrainingDiverged as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(3)
+    except RankLost as e:
+        if e.reporter:  # once per job, from rank 0 when it survived
+            click.echo(f"error: {e}", err=True)
+        sys.exit(4)
     except (ValueError, FileNotFoundError, checkpoint.CheckpointError, DatasetError, ShardError, PipelineError,
             NativeBuildError) as e:
         raise click.ClickException(str(e)) from None
     finally:
         dist.shutdown()
-    if result["stopped_by"] == "signal":
-        sys.exit(130)
+    if result["stopped_by"] == "signal" and not dist.launched_by_horovodrun():
+        sys.exit(130)  # a clean, resumable stop (train printed where and how to resume)
