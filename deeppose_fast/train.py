@@ -608,17 +608,17 @@ def make_step(model, opt_conv, opt_fc, conv_vars, fc_vars, train_conv, global_st
 
 def _default_evaluator(cfg: TrainConfig, skeleton: str | None, log: _Logger) -> Callable:
     """Evaluation on the test split every ``eval_every`` steps, printed and written as summaries."""
-    from deeppose_fast import evaluate
+    from deeppose_fast import scoring
 
     def run(model, step):
         t0 = time.time()
-        report = evaluate.evaluate_model(model, cfg.data, extension=cfg.test_extension,
+        report = scoring.score_model(model, cfg.data, extension=cfg.test_extension,
                                          batch_size=cfg.eval_batch_size, limit=cfg.eval_limit,
                                          num_threads=cfg.num_threads)
         log.print(f"--- step {step}: test split, extension {cfg.test_extension}, "
                   f"{report['num_people']} people, {time.time() - t0:.1f} s")
-        log.print(evaluate.format_report(report))
-        log.scalars(step, evaluate.summary_scalars(report))
-        log.jsonl("eval_curve.jsonl", {"step": step, **evaluate.curve_record(report)})
+        log.print(scoring.format_report(report))
+        log.scalars(step, scoring.summary_scalars(report))
+        log.jsonl("eval_curve.jsonl", {"step": step, **scoring.curve_record(report)})
 
     return run

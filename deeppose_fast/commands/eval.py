@@ -21,7 +21,7 @@ def command(snapshot, data, split, extensions, batch_size, limit, out_json, flip
     official protocols; prints the reference's tables and writes them as JSON."""
     from pathlib import Path
 
-    from deeppose_fast import checkpoint, evaluate
+    from deeppose_fast import checkpoint, scoring
     from deeppose_fast.datasets.shards import ShardError
     from deeppose_fast.pipeline.dali import PipelineError
     from deeppose_fast.pipeline.native import NativeBuildError
@@ -31,13 +31,13 @@ def command(snapshot, data, split, extensions, batch_size, limit, out_json, flip
         ckpt_path = checkpoint.resolve(snapshot)
         ckpt = checkpoint.load(ckpt_path)
         if data is None:
-            data, note = evaluate.recorded_data(ckpt)
+            data, note = scoring.recorded_data(ckpt)
             if note:
                 click.echo(note, err=True)
         out_json = out_json or str(Path(ckpt_path) / f"eval-{split}.json")
-        evaluate.evaluate_checkpoint(ckpt_path, data, extensions=exts, batch_size=batch_size, limit=limit,
+        scoring.score_checkpoint(ckpt_path, data, extensions=exts, batch_size=batch_size, limit=limit,
                                      split=split, out_json=out_json, echo=click.echo, flip_test=flip_test)
-    except evaluate.OutputNotWritable as e:
+    except scoring.OutputNotWritable as e:
         raise click.ClickException(f"{e}; pass --json PATH to write the results elsewhere") from None
     except (ValueError, FileNotFoundError, ShardError, PipelineError, NativeBuildError) as e:
         # user-fixable data and checkpoint problems: each message names the path and the fix

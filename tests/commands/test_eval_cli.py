@@ -17,7 +17,7 @@ from deeppose_fast.cli import main  # noqa: E402
 from deeppose_fast.pipeline import dots  # noqa: E402
 
 S = 67
-SWEEP_STARTED = "=== extension"  # what evaluate_checkpoint prints once the first extension is scored
+SWEEP_STARTED = "=== extension"  # what score_checkpoint prints once the first extension is scored
 
 
 @pytest.fixture(scope="module")

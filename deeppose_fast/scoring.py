@@ -1,10 +1,10 @@
-"""Checkpoint evaluation on a prepared data set's test split, under both metric protocols.
+"""Scoring a model or checkpoint on a prepared data set's test split, under both metric protocols.
 
 Shapes: N people, K joints. Predictions are made on the test crop (a fixed box extension around the
 ground-truth joints, no shift, as the reference's test script), decoded to source-image pixels with
 ``codec.decode`` and scored with ``deeppose_fast.metrics.evaluate`` (protocols ``dtf`` and ``official``).
 
-``evaluate_checkpoint`` sweeps the box extension (default 1.0, 1.1, ..., 2.0, as DTF's test script) and
+``score_checkpoint`` sweeps the box extension (default 1.0, 1.1, ..., 2.0, as DTF's test script) and
 writes every table as JSON.
 """
 from __future__ import annotations
@@ -184,7 +184,7 @@ def _dataset_of(shard_dir) -> str:
     return skeleton
 
 
-def evaluate_model(model, shard_dir, *, extension: float, batch_size: int = 128, limit: int = 0,
+def score_model(model, shard_dir, *, extension: float, batch_size: int = 128, limit: int = 0,
                    num_threads: int = 2, split: str = "test", dataset: str | None = None,
                    flip_test: bool = False) -> dict:
     """Predict and score one extension. Returns a report dict: ``extension``, ``num_people``,
@@ -278,7 +278,7 @@ def sweep_table(reports: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_checkpoint(snapshot, data, *, extensions=DEFAULT_EXTENSIONS, batch_size: int = 128,
+def score_checkpoint(snapshot, data, *, extensions=DEFAULT_EXTENSIONS, batch_size: int = 128,
                         limit: int = 0, num_threads: int = 2, split: str = "test", out_json=None,
                         echo=print, flip_test: bool = False) -> dict:
     """Evaluate a checkpoint over a sweep of test-crop extensions; writes ``out_json`` (if given).
@@ -301,7 +301,7 @@ def evaluate_checkpoint(snapshot, data, *, extensions=DEFAULT_EXTENSIONS, batch_
     echo(f"checkpoint {ckpt.path} (step {ckpt.step}), data {data} split {split}")
     reports = []
     for ext in extensions:
-        report = evaluate_model(model, data, extension=float(ext), batch_size=batch_size, limit=limit,
+        report = score_model(model, data, extension=float(ext), batch_size=batch_size, limit=limit,
                                 num_threads=num_threads, split=split, dataset=dataset, flip_test=flip_test)
         echo(f"=== extension {ext:g}")
         echo(format_report(report))

@@ -10,7 +10,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
-from deeppose_fast import checkpoint, evaluate  # noqa: E402
+from deeppose_fast import checkpoint, scoring  # noqa: E402
 from deeppose_fast.commands.eval import parse_extensions  # noqa: E402
 from deeppose_fast.model import build_regressor  # noqa: E402
 
@@ -37,12 +37,12 @@ def make_snapshot(path, joints):
     return checkpoint.save(path, 2, {"model": m.variables}, meta), m
 
 
-def test_evaluate_checkpoint_sweep_and_json(shards, tmp_path):
+def test_score_checkpoint_sweep_and_json(shards, tmp_path):
     data, manifest = shards
     ckpt, model = make_snapshot(tmp_path / "ck", 16)
     out_json = tmp_path / "eval.json"
     lines = []
-    doc = evaluate.evaluate_checkpoint(ckpt, data, extensions=(1.2, 2.0), batch_size=4, out_json=out_json,
+    doc = scoring.score_checkpoint(ckpt, data, extensions=(1.2, 2.0), batch_size=4, out_json=out_json,
                                        echo=lines.append)
     assert json.loads(out_json.read_text()) == json.loads(json.dumps(doc))
     n_test = manifest["splits"]["test"]["count"]
@@ -58,7 +58,7 @@ def test_evaluate_checkpoint_sweep_and_json(shards, tmp_path):
 
     # the pose loss is the training loss on the test crops, recomputed here with NumPy
     from deeppose_fast.pipeline import dali
-    preds = evaluate.predict_split(model, data, extension=2.0, batch_size=4)
+    preds = scoring.predict_split(model, data, extension=2.0, batch_size=4)
     total, n = 0.0, 0
     for b in dali.eval_batches(data, batch_size=4, input_size=S, extension=2.0):
         out = model(b["images"], training=False).numpy().reshape(len(b["images"]), -1, 2)
@@ -75,10 +75,10 @@ def test_prediction_spread():
     gt = rng.uniform(0, 100, (50, 3, 2))
     box = np.tile([0.0, 0.0, 100.0, 100.0], (50, 1))
     t_gt = gt / 100 - 0.5
-    assert evaluate.prediction_spread(t_gt, gt, box) == pytest.approx(1.0)
+    assert scoring.prediction_spread(t_gt, gt, box) == pytest.approx(1.0)
     collapsed = np.broadcast_to(t_gt.mean(0), t_gt.shape)
-    assert evaluate.prediction_spread(collapsed, gt, box) == pytest.approx(0.0, abs=1e-9)
-    assert evaluate.prediction_spread(0.5 * t_gt, gt, box) == pytest.approx(0.5)
+    assert scoring.prediction_spread(collapsed, gt, box) == pytest.approx(0.0, abs=1e-9)
+    assert scoring.prediction_spread(0.5 * t_gt, gt, box) == pytest.approx(0.5)
 
 
 def test_eval_command_errors(shards, tmp_path):
@@ -103,8 +103,8 @@ def test_eval_command_errors(shards, tmp_path):
 
 
 def test_parse_extensions():
-    assert parse_extensions("1.0:2.0:0.1") == evaluate.DEFAULT_EXTENSIONS
-    assert len(evaluate.DEFAULT_EXTENSIONS) == 11 and evaluate.DEFAULT_EXTENSIONS[-1] == 2.0
+    assert parse_extensions("1.0:2.0:0.1") == scoring.DEFAULT_EXTENSIONS
+    assert len(scoring.DEFAULT_EXTENSIONS) == 11 and scoring.DEFAULT_EXTENSIONS[-1] == 2.0
     assert parse_extensions("1.5,2") == (1.5, 2.0)
     with pytest.raises(ValueError, match="positive"):
         parse_extensions("0,1")
@@ -125,9 +125,9 @@ def test_flip_test_maps_the_mirrored_prediction_back(shards):
     xy = keras.layers.Lambda(lambda v: tf.reshape(tf.stack([v[:, None] * scale, tf.ones_like(v[:, None] * scale) * 0.1], -1),
                                                   [-1, 2 * k]))(d)
     model = keras.Model(inp, xy)
-    plain = evaluate.predict_split(model, data, extension=2.0, batch_size=4)
+    plain = scoring.predict_split(model, data, extension=2.0, batch_size=4)
     perm = list(skeleton.MPII.flip_permutation)
-    flipped = evaluate.predict_split(model, data, extension=2.0, batch_size=4, flip_test=True, flip_perm=perm)
+    flipped = scoring.predict_split(model, data, extension=2.0, batch_size=4, flip_test=True, flip_perm=perm)
     images = np.concatenate([b["images"] for b in dali.eval_batches(data, batch_size=4, input_size=S, extension=2.0)])
     dd = images[:, :, : S // 2].mean((1, 2, 3)) - images[:, :, S - S // 2:].mean((1, 2, 3))
     np.testing.assert_allclose(plain["targets_pred"][..., 0], dd[:, None] * scale, rtol=1e-4, atol=1e-5)
