@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 
-def _json_float(x: float) -> float | None:
+def json_float(x: float) -> float | None:
     return None if x is None or math.isnan(x) else float(x)
 
 
@@ -49,9 +49,9 @@ class Table:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "threshold": self.threshold,
-                "scores": {k: _json_float(v) for k, v in self.scores.items()},
+                "scores": {k: json_float(v) for k, v in self.scores.items()},
                 "counts": dict(self.counts), "total_name": self.total_name,
-                "total": _json_float(self.total), "total_rule": self.total_rule}
+                "total": json_float(self.total), "total_rule": self.total_rule}
 
 
 @dataclass
@@ -88,7 +88,7 @@ class Curve:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "rule": self.rule, "thresholds": list(self.thresholds),
-                "values": [_json_float(v) for v in self.values], "auc": _json_float(self.auc)}
+                "values": [json_float(v) for v in self.values], "auc": json_float(self.auc)}
 
 
 def format_result(title: str, tables: list[Table], curve: Curve | None = None) -> str:
