@@ -85,6 +85,27 @@ def sample_draws(rng: np.random.Generator, n: int, *, ext_range=(1.5, 2.0), flip
     return d
 
 
+def _grown_box(x0: float, x1: float, y0: float, y1: float) -> tuple[float, float, float, float]:
+    """``(cx, cy, w, h)`` of the box ``[x0, x1] x [y0, y1]`` with each side widened about the centre to at
+    least ``MIN_ASPECT`` times the other side and ``MIN_SIDE`` px."""
+    w0, h0 = x1 - x0, y1 - y0
+    return (0.5 * (x0 + x1), 0.5 * (y0 + y1),
+            max(w0, MIN_ASPECT * h0, MIN_SIDE), max(h0, MIN_ASPECT * w0, MIN_SIDE))
+
+
+def joint_box(joints: np.ndarray) -> tuple[float, float, float, float]:
+    """The person box of step 1 (module docstring), shared by the crop and the pre-crop of ``prepare``.
+
+    Args:
+        joints: (M, 2) pixels of the annotated joints (M >= 1, all finite).
+    Returns:
+        ``(cx, cy, w, h)`` float: the tight box's centre and its sides, degenerate sides widened.
+    """
+    xs = np.asarray(joints[:, 0], np.float64)
+    ys = np.asarray(joints[:, 1], np.float64)
+    return _grown_box(float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max()))
+
+
 def _clip_span(lo: float, hi: float, limit: float) -> tuple[float, float]:
     """Clip ``[lo, hi]`` to ``[0, limit]`` keeping at least 1 px (limit >= 1)."""
     lo = min(max(lo, 0.0), limit)
@@ -132,15 +153,9 @@ def crop_geometry(pose: np.ndarray, image_hw, draws: np.ndarray, *, size: int, s
     # 1. box around the annotated joints (float64 throughout, in the operator's order of operations)
     valid = pose[:, 2] > 0.5
     if valid.any():
-        xs = pose[valid, 0].astype(np.float64)
-        ys = pose[valid, 1].astype(np.float64)
-        bx0, bx1, by0, by1 = float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max())
+        cx, cy, bw, bh = joint_box(pose[valid, :2])
     else:
-        bx0, bx1, by0, by1 = 0.0, float(W), 0.0, float(H)
-    cx, cy = 0.5 * (bx0 + bx1), 0.5 * (by0 + by1)
-    bw0, bh0 = bx1 - bx0, by1 - by0
-    bw = max(bw0, MIN_ASPECT * bh0, MIN_SIDE)
-    bh = max(bh0, MIN_ASPECT * bw0, MIN_SIDE)
+        cx, cy, bw, bh = _grown_box(0.0, float(W), 0.0, float(H))
     # 2. extension, 3. bounded shift
     cw, ch = bw * ext_x, bh * ext_y
     cx += sh_x * max(min(shift * cw, 0.5 * (cw - bw)), 0.0)

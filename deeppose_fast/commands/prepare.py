@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from deeppose_fast.datasets import DTF_SEED, NAMES, SPLIT_MODES
+from deeppose_fast.specs import AugmentSpec
 
 
 @click.command("prepare")
@@ -30,6 +31,8 @@ from deeppose_fast.datasets import DTF_SEED, NAMES, SPLIT_MODES
               help="Quality of the re-encoded pre-crop.")
 @click.option("--ext-max", type=click.FloatRange(min=1.0), default=2.0, show_default=True,
               help="Largest crop extension the pre-crop must allow.")
+@click.option("--max-shift", type=click.FloatRange(min=0.0), default=0.1, show_default=True,
+              help="Largest shift of the crop centre (fraction of the crop size) the pre-crop must allow.")
 @click.option("--max-rotation", type=click.FloatRange(0.0, 90.0), default=0.0, show_default=True,
               help="Largest rotation (degrees) the pre-crop must allow.")
 @click.option("--max-scale-jitter", type=click.FloatRange(0.0, 0.9), default=0.0, show_default=True,
@@ -46,7 +49,7 @@ from deeppose_fast.datasets import DTF_SEED, NAMES, SPLIT_MODES
                    "its shards that no manifest lists.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def command(name, sources, download, base_url, out, split_mode, seed, records_per_shard, precrop, jpeg_quality,
-            ext_max, max_rotation, max_scale_jitter, preset, num_images, generator_seed, workers, replace, quiet):
+            ext_max, max_shift, max_rotation, max_scale_jitter, preset, num_images, generator_seed, workers, replace, quiet):
     """Prepare data set NAME (lsp, lspet, lsp-ext, mpii, synthetic) into shards + manifest.json.
 
     The new data set is built beside what OUT holds and swapped in when complete: a failure or Ctrl-C
@@ -62,12 +65,15 @@ def command(name, sources, download, base_url, out, split_mode, seed, records_pe
     """
     from deeppose_fast.datasets import DatasetError, DatasetWarning
     from deeppose_fast.datasets.download import DownloadError
-    from deeppose_fast.datasets.prepare import PrecropRule, prepare
+    from deeppose_fast.datasets.precrop import PrecropRule
+    from deeppose_fast.datasets.prepare import prepare
     from deeppose_fast.datasets.shards import ShardError
 
     out = (out if out is not None else Path("data") / name).expanduser().resolve()
-    rule = PrecropRule(enabled=precrop, ext_max=ext_max, rotation=max_rotation, scale_jitter=max_scale_jitter,
-                       jpeg_quality=jpeg_quality)
+    # the largest crops the training recipes will draw: the pre-crop is sized from them
+    widest = AugmentSpec(ext_min=min(AugmentSpec.ext_min, ext_max), ext_max=ext_max, shift=max_shift,
+                         rotation=max_rotation, scale_jitter=max_scale_jitter)
+    rule = PrecropRule.from_augment(widest, enabled=precrop, jpeg_quality=jpeg_quality)
     default_show = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from deeppose_fast import skeleton
-from deeppose_fast.datasets import DatasetError, PoseData, load_mat
+from deeppose_fast.datasets.base import DatasetError, PoseData, load_mat
 
 LSP_KIND, LSPET_KIND = "lsp", "lspet"
 NUM_JOINTS = skeleton.LSP.num_joints

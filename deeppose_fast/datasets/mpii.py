@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from deeppose_fast import skeleton
-from deeppose_fast.datasets import (DTF_SEED, SYNTHETIC_MIN_JOINTS, DatasetError, PoseData, image_split,
-                                    load_mat, person_split)
+from deeppose_fast.datasets.base import (DTF_SEED, SYNTHETIC_MIN_JOINTS, DatasetError, PoseData,
+                                         image_split, load_mat, person_split)
 
 MAT_NAME = "mpii_human_pose_v1_u12_1.mat"
 NUM_JOINTS = skeleton.MPII.num_joints

@@ -62,6 +62,7 @@ from deeppose_fast import __version__
 from deeppose_fast.datasets import (DTF_SEED, NAMES, DatasetError, DatasetWarning, PoseData, read)
 from deeppose_fast.datasets import shards
 from deeppose_fast.datasets.download import ARCHIVES, fetch_archives, sha256_file
+from deeppose_fast.datasets.precrop import PrecropRule
 
 SKIP_MISSING_IMAGE = "missing image"
 SKIP_CORRUPT_IMAGE = "corrupt, truncated or non-JPEG image"
@@ -70,60 +71,6 @@ WARN_OUTSIDE = "annotated joints outside the image (kept)"
 # DALI's decoders rotate by EXIF orientation unless adjust_orientation=False; annotations refer to the
 # stored pixel grid. Pre-crops are re-encoded without EXIF, original bytes keep it.
 WARN_EXIF = "original JPEGs with an EXIF orientation tag (decode them with adjust_orientation=False)"
-MIN_ASPECT = 0.25  # as codec.MIN_ASPECT: degenerate boxes are widened the same way
-MIN_SIDE = 1.0
-
-
-
-@dataclass(frozen=True)
-class PrecropRule:
-    """How large a region around each person is kept (see the module docstring).
-
-    Attributes:
-        enabled: False keeps the original JPEG bytes (offset 0).
-        ext_max: the largest box extension of any recipe (DTF: 2.0).
-        shift: the largest shift as a fraction of the crop size (DTF: 0.1).
-        rotation: the largest rotation in degrees the region must allow (DTF: 0).
-        scale_jitter: the largest zoom-out ``j`` (scale ``1 - j``) the region must allow (DTF: 0).
-        margin: extra fraction of the box side on each side; margin_px: extra pixels on each side.
-        jpeg_quality: quality of the re-encoded region.
-    """
-
-    enabled: bool = True
-    ext_max: float = 2.0
-    shift: float = 0.1
-    rotation: float = 0.0
-    scale_jitter: float = 0.0
-    margin: float = 0.05
-    margin_px: int = 2
-    jpeg_quality: int = 95
-
-    def region(self, joints: np.ndarray, width: int, height: int) -> tuple[int, int, int, int] | None:
-        """The pre-crop ``x0, y0, x1, y1`` (integers, clipped to the image) for one person.
-
-        Args:
-            joints: (K, 2) continuous pixels, NaN where not annotated (at least one annotated).
-            width, height: the image size.
-        Returns:
-            the region, or None when it is empty after clipping (the person lies outside the image).
-        """
-        valid = np.isfinite(joints).all(axis=1)
-        xs, ys = joints[valid, 0].astype(np.float64), joints[valid, 1].astype(np.float64)
-        cx, cy = 0.5 * (xs.min() + xs.max()), 0.5 * (ys.min() + ys.max())
-        bw0, bh0 = xs.max() - xs.min(), ys.max() - ys.min()
-        bw = max(bw0, MIN_ASPECT * bh0, MIN_SIDE)
-        bh = max(bh0, MIN_ASPECT * bw0, MIN_SIDE)
-        cw, ch = bw * self.ext_max, bh * self.ext_max
-        sin = math.sin(math.radians(min(abs(self.rotation), 90.0)))
-        zoom = 1.0 / max(1.0 - self.scale_jitter, 1e-3)
-        # rotated crop's bounding half-extent (|cos| <= 1), enlarged by zoom-out, plus the centre shift
-        hx = 0.5 * (cw + ch * sin) * zoom + self.shift * cw + self.margin * bw + self.margin_px
-        hy = 0.5 * (ch + cw * sin) * zoom + self.shift * ch + self.margin * bh + self.margin_px
-        x0, x1 = max(math.floor(cx - hx), 0), min(math.ceil(cx + hx), width)
-        y0, y1 = max(math.floor(cy - hy), 0), min(math.ceil(cy + hy), height)
-        if x1 <= x0 or y1 <= y0:
-            return None
-        return x0, y0, x1, y1
 
 
 # JPEG checks -------------------------------------------------------------------------------------

@@ -21,12 +21,14 @@ incomplete.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
 import tarfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
@@ -260,6 +262,82 @@ def write_manifest(out_dir: str | os.PathLike, manifest: dict) -> Path:
     return path
 
 
+PIXEL_CONVENTION = "continuous: pixel (i, j) covers [i, i+1) x [j, j+1), centre at +0.5"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``manifest.json`` as an object: read once (``Manifest.read``) and passed along.
+
+    Attributes:
+        name: the data set (``datasets.NAMES``, or a test data set's own name).
+        splits: ``{split: {"count": N, "shards": [tar names]}}``.
+        skeleton, joint_names, flip_pairs, num_joints: the joint layout (``deeppose_fast.skeleton``).
+        num_people: people parsed (before per-image skips).
+        split_mode, seed, source_root, precrop, synthetic: what makes a prepared folder one data set
+            (``prepare`` compares them on a re-run); ``precrop`` is ``PrecropRule``'s fields.
+        skipped, warnings: reason -> count; sources: annotation or archive path -> sha256.
+        pixel_convention, created_by, seconds: provenance.
+        extra: entries this version does not know (kept when written again).
+    """
+
+    name: str
+    splits: dict
+    skeleton: str | None = None
+    joint_names: tuple = ()
+    flip_pairs: tuple = ()
+    num_joints: int | None = None
+    num_people: int | None = None
+    split_mode: str | None = None
+    seed: int | None = None
+    source_root: str | None = None
+    precrop: dict = field(default_factory=dict)
+    synthetic: dict | None = None
+    skipped: dict = field(default_factory=dict)
+    warnings: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)
+    pixel_convention: str = PIXEL_CONVENTION
+    created_by: str = ""
+    seconds: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Manifest":
+        """The manifest from its JSON object; unknown entries go to ``extra``."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: v for k, v in values.items() if k in names}
+        extra = {k: v for k, v in values.items() if k not in names and k != "format_version"}
+        for key in ("joint_names", "flip_pairs"):
+            if key in known:
+                known[key] = tuple(tuple(v) if isinstance(v, list) else v for v in known[key])
+        return cls(**known, extra=extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object (``format_version`` first), lists where JSON has lists."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        values["joint_names"] = list(self.joint_names)
+        values["flip_pairs"] = [list(p) for p in self.flip_pairs]
+        return {"format_version": FORMAT_VERSION, **values, **self.extra}
+
+    def replace(self, **changes) -> "Manifest":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def read(cls, out_dir: str | os.PathLike) -> "Manifest":
+        """Read and validate ``out_dir/manifest.json`` (see ``read_manifest``, which raises the same)."""
+        return cls.from_dict(read_manifest(out_dir))
+
+    def write(self, out_dir: str | os.PathLike) -> Path:
+        """Write ``out_dir/manifest.json`` atomically; call it last."""
+        return write_manifest(out_dir, self.to_dict())
+
+    def count(self, split: str) -> int:
+        return int(self.splits[split]["count"])
+
+    def shard_names(self, split: str) -> list[str]:
+        return list(self.splits[split]["shards"])
+
+
 def read_manifest(out_dir: str | os.PathLike) -> dict:
     """Read and validate ``manifest.json``: every listed shard and its ``.idx`` must exist.
 
@@ -349,10 +427,13 @@ def check_shard(tar_path: str | os.PathLike, *, hint: str = _PREPARE_HINT) -> in
     return count
 
 
-def rebuild_command(out_dir: str | os.PathLike, manifest: dict) -> str:
+def rebuild_command(out_dir: str | os.PathLike, manifest: "Manifest | dict") -> str:
     """The ``deeppose-fast prepare`` command that rebuilds ``out_dir`` with the settings its manifest
     records (name, sources, split, generator and pre-crop settings; defaults are left out)."""
     import shlex
+
+    if isinstance(manifest, Manifest):
+        manifest = manifest.to_dict()
 
     name = str(manifest.get("name", "NAME"))
     args = ["deeppose-fast", "prepare", name, "--out", str(Path(out_dir).resolve())]
@@ -373,10 +454,11 @@ def rebuild_command(out_dir: str | os.PathLike, manifest: dict) -> str:
         if precrop.get("enabled") is False:
             args.append("--no-precrop")
         for option, key, default in (("--jpeg-quality", "jpeg_quality", 95), ("--ext-max", "ext_max", 2.0),
-                                     ("--max-rotation", "rotation", 0.0),
+                                     ("--max-shift", "shift", 0.1), ("--max-rotation", "rotation", 0.0),
                                      ("--max-scale-jitter", "scale_jitter", 0.0)):
             if precrop.get(key, default) != default:
-                args += [option, str(precrop[key])]
+                value = precrop[key]
+                args += [option, f"{value:g}" if isinstance(value, float) else str(value)]
     per_shard = _records_per_shard(Path(out_dir), manifest)
     if per_shard is not None and per_shard != DEFAULT_RECORDS_PER_SHARD:
         args += ["--records-per-shard", str(per_shard)]

@@ -41,53 +41,6 @@ def copy_tree(src, dst):
 
 
 # -------------------------------------------------------------------------------------------------
-def test_precrop_region_hand_computed():
-    joints = np.array([[100, 100], [200, 300], [np.nan, np.nan]], np.float32)
-    rule = P.PrecropRule()
-    # box 100 x 200 centred (150, 200); half-sides 0.5*200 + 0.1*200 + 0.05*100 + 2 = 127 and
-    # 0.5*400 + 0.1*400 + 0.05*200 + 2 = 252
-    assert rule.region(joints, 1000, 1000) == (23, 0, 277, 452)
-    assert rule.region(joints, 250, 400) == (23, 0, 250, 400)  # clipped to the image
-    assert rule.region(joints + 5000, 1000, 1000) is None  # entirely outside
-
-
-@pytest.mark.parametrize("rotation, jitter", [(0.0, 0.0), (30.0, 0.2)])
-def test_precrop_contains_every_recipe_crop(rotation, jitter):
-    """Any crop the codec draws (ext up to 2.0, shift 10 %, rotation and zoom-out within the rule),
-    clipped to the image, is the same crop clipped to the pre-crop: same box and decoded region after
-    the offset, same targets."""
-    rng = np.random.default_rng(0)
-    rule = P.PrecropRule(rotation=rotation, scale_jitter=jitter)
-    for _ in range(300):
-        W, H = int(rng.integers(200, 1300)), int(rng.integers(200, 900))
-        k = 16
-        joints = np.stack([rng.uniform(-50, W + 50, k), rng.uniform(-50, H + 50, k)], 1).astype(np.float32)
-        joints = (joints - joints.mean(0)) * rng.uniform(0.05, 0.6) + [rng.uniform(0, W), rng.uniform(0, H)]
-        joints[rng.random(k) < 0.2] = np.nan
-        if not np.isfinite(joints).all(1).any():
-            continue
-        region = rule.region(joints, W, H)
-        if region is None:
-            continue
-        x0, y0, x1, y1 = region
-        annotated = np.isfinite(joints).all(1)
-        pose = np.zeros((k, 4), np.float32)
-        pose[annotated, :2] = joints[annotated]
-        pose[:, 2] = annotated
-        local = pose.copy()
-        local[annotated, :2] -= np.float32([x0, y0])
-        draws = codec.sample_draws(rng, 1, ext_range=(1.0, 2.0), flip=False, rotation=rotation,
-                                   scale_jitter=jitter)[0]
-        full = codec.crop_geometry(pose, (H, W), draws, size=227)
-        cut = codec.crop_geometry(local, (y1 - y0, x1 - x0), draws, size=227)
-        np.testing.assert_allclose(cut.crop_box[:2] + [x0, y0], full.crop_box[:2], atol=2e-3)
-        np.testing.assert_allclose(cut.crop_box[2:], full.crop_box[2:], atol=2e-3)
-        np.testing.assert_allclose(cut.targets, full.targets, atol=1e-4)
-        np.testing.assert_array_equal(cut.anchor + [x0, y0], full.anchor)
-        np.testing.assert_array_equal(cut.shape, full.shape)
-        np.testing.assert_array_equal(cut.weights, full.weights)
-
-
 def test_jpeg_checks():
     img = np.random.default_rng(1).integers(0, 255, (37, 53, 3), dtype=np.uint8)
     data = cv2.imencode(".jpg", img)[1].tobytes()
