@@ -2,9 +2,10 @@
 
 Per sample: decode the whole JPEG (``cv2.imdecode``; OpenCV cannot decode a region), take the region the
 geometry names, warp it with the same src->dst matrix (``cv2.warpAffine``, bilinear, border pixels
-repeated) and normalise per image and channel exactly as ``dali`` does. The geometry is
-``codec.crop_geometry``, the NumPy twin of the native operator. Used for CPU parity checks and as the
-baseline of ``benchmarks/bench_pipeline.py``.
+repeated) and normalise per image and channel (``contract.normalize``, the DALI graph's normalisation in
+NumPy). The geometry is ``codec.crop_geometry``, the NumPy twin of the native operator; splits, draws,
+labels and errors are the shared ``contract``. Used for CPU parity checks and as the baseline of the
+pipeline benchmark (``deeppose-fast bench pipeline``).
 
 Legend: B batch, S input size, K joints.
 """
@@ -18,7 +19,9 @@ import numpy as np
 
 from deeppose_fast import codec
 from deeppose_fast.datasets import shards
-from deeppose_fast.pipeline.dali import NORM_EPSILON, PipelineError, SplitInfo, source_frame_labels, split_info
+from deeppose_fast.pipeline.contract import (PipelineError, SplitInfo, normalize, source_frame_labels, split_info,
+                                             train_draws)
+from deeppose_fast.specs import AugmentSpec
 
 
 def opencv_matrix(matrix: np.ndarray) -> np.ndarray:
@@ -27,16 +30,6 @@ def opencv_matrix(matrix: np.ndarray) -> np.ndarray:
     m = np.asarray(matrix, np.float64).copy()
     m[:, 2] = m[:, 0] * 0.5 + m[:, 1] * 0.5 + m[:, 2] - 0.5
     return m
-
-
-def normalize(image: np.ndarray) -> np.ndarray:
-    """Per-channel ``(x - mean) / sqrt(var + NORM_EPSILON)`` of an (H, W, C) float image (as fn.normalize;
-    population variance). Statistics in double precision by ``cv2.meanStdDev`` (NumPy's float64
-    reductions took 5 ms on a 227 x 227 crop)."""
-    x = np.ascontiguousarray(image, dtype=np.float32)
-    mean, std = cv2.meanStdDev(x)
-    inv = 1.0 / np.sqrt(std.ravel() ** 2 + NORM_EPSILON)
-    return ((x - mean.ravel().astype(np.float32)) * inv.astype(np.float32)).astype(np.float32, copy=False)
 
 
 def crop_sample(jpeg: bytes, pose: np.ndarray, draws: np.ndarray, *, size: int, shift: float = 0.1,
@@ -82,8 +75,7 @@ def _records(info: SplitInfo, order: np.ndarray | None = None) -> Iterator[shard
             raise PipelineError(str(e)) from None
 
 
-def train_batches(shard_dir, *, batch_size: int, input_size: int = 227, ext_range=(1.5, 2.0),
-                  shift: float = 0.1, flip: bool = True, rotation: float = 0.0, scale_jitter: float = 0.0,
+def train_batches(shard_dir, *, batch_size: int, augment: AugmentSpec = AugmentSpec(), input_size: int = 227,
                   seed: int = 0, layout: str = "NHWC", dtype: str = "float32", num_threads: int = 2,
                   split: str = "train", normalize_image: bool = True, shuffle_buffer: int = 1024
                   ) -> Iterator[dict]:
@@ -109,17 +101,14 @@ def train_batches(shard_dir, *, batch_size: int, input_size: int = 227, ext_rang
     records = stream()
 
     def one(rec: shards.Record, draws: np.ndarray):
-        return crop_sample(rec.jpeg, rec.pose, draws, size=input_size, shift=shift, flip_perm=info.flip_perm,
+        return crop_sample(rec.jpeg, rec.pose, draws, size=input_size, shift=augment.shift, flip_perm=info.flip_perm,
                            normalize_image=normalize_image,
                            where=f"{info.shard_dir}: record {rec.key:08d} of split {split!r}")
 
     try:
         while True:
             batch = [next(records) for _ in range(batch_size)]
-            draws = codec.sample_draws(rng, batch_size, ext_range=ext_range, flip=flip, rotation=rotation,
-                                       scale_jitter=scale_jitter)
-            if shift == 0:
-                draws[:, 2:4] = 0
+            draws = train_draws(rng, batch_size, augment)
             results = list(pool.map(one, batch, draws))
             yield {
                 "images": _finish([r[0] for r in results], layout, dtype),

@@ -14,7 +14,7 @@ pytest.importorskip("tensorflow")
 
 from deeppose_fast import checkpoint  # noqa: E402
 from deeppose_fast.cli import main  # noqa: E402
-from deeppose_fast.pipeline import dots  # noqa: E402
+from deeppose_fast.testing import dots  # noqa: E402
 
 S = 67
 SWEEP_STARTED = "=== extension"  # what score_checkpoint prints once the first extension is scored

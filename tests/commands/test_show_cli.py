@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from deeppose_fast.cli import main
-from deeppose_fast.pipeline import dots
+from deeppose_fast.testing import dots
 
 
 @pytest.fixture(scope="module")

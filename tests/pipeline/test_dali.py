@@ -1,4 +1,4 @@
-"""The DALI pipelines on dot people (deeppose_fast.pipeline.dots): the dot test and its negative control,
+"""The DALI pipelines on dot people (deeppose_fast.testing.dots): the dot test and its negative control,
 agreement with the NumPy geometry, normalisation, evaluation mapping, sharding, per-epoch reshuffling
 and clear errors on bad input."""
 from __future__ import annotations
@@ -11,8 +11,11 @@ import pytest
 
 from deeppose_fast import codec
 from deeppose_fast.datasets import shards
-from deeppose_fast.pipeline import dali, dots
+from deeppose_fast.pipeline import dali
+from deeppose_fast.pipeline.contract import PipelineError
 from deeppose_fast.skeleton import LSP
+from deeppose_fast.specs import AugmentSpec
+from deeppose_fast.testing import dots
 
 PERM = LSP.flip_permutation
 N_TRAIN, N_TEST = 48, 21
@@ -44,9 +47,10 @@ def _cat(batches, key):
     return np.concatenate([b[key] for b in batches])
 
 
-@pytest.mark.parametrize("aug", [{}, {"rotation": 25.0, "scale_jitter": 0.15}], ids=["dtf", "rotation"])
+@pytest.mark.parametrize("aug", [AugmentSpec(), AugmentSpec(rotation=25.0, scale_jitter=0.15)],
+                         ids=["dtf", "rotation"])
 def test_dot_test(dot_dir, aug):
-    bs = _batches(dot_dir, 2, input_size=227, **aug)
+    bs = _batches(dot_dir, 2, input_size=227, augment=aug)
     flipped = _cat(bs, "draws")[:, 4] > 0.5
     assert 0 < flipped.sum() < len(flipped)  # both kinds present
     r = dots.check_dots(_cat(bs, "images"), _cat(bs, "targets"), _cat(bs, "weights"), flipped, PERM)
@@ -63,7 +67,7 @@ def test_dot_test_negative_control_without_the_label_swap(dot_dir):
 
 
 def test_train_geometry_matches_the_numpy_reference(dot_dir, jpeg_sizes):
-    (b,) = _batches(dot_dir, 1, input_size=113, ext_range=(1.2, 2.0), rotation=10.0)
+    (b,) = _batches(dot_dir, 1, input_size=113, augment=AugmentSpec(ext_min=1.2, ext_max=2.0, rotation=10.0))
     for i in range(len(b["targets"])):
         hw = jpeg_sizes[int(b["meta"][i, 6])]
         g = codec.crop_geometry(b["pose"][i], hw, b["draws"][i], size=113, flip_perm=PERM)
@@ -162,14 +166,14 @@ def test_corrupt_jpeg_gives_a_clear_error(dot_dir, tmp_path):
             w.write(rec.key, jpeg, rec.pose, rec.meta)
     shards.write_manifest(out, {**shards.read_manifest(dot_dir), "splits": {"test": w.summary()}})
     bad = f"record {N_TRAIN + 3:08d} in test-00000.tar: its JPEG does not decode"
-    with pytest.raises(dali.PipelineError, match=f"{out}: reading split 'test' failed: {bad}"):
+    with pytest.raises(PipelineError, match=f"{out}: reading split 'test' failed: {bad}"):
         list(dali.eval_batches(out, batch_size=8, input_size=32, device="cpu"))
 
 
 def test_missing_shard_gives_a_clear_error(dot_dir, tmp_path):
     out = _copy(dot_dir, tmp_path)
     (out / "train-00001.tar").unlink()
-    with pytest.raises(dali.PipelineError, match="train-00001.tar.*missing"):
+    with pytest.raises(PipelineError, match="train-00001.tar.*missing"):
         dali.train_batches(out, batch_size=4).__next__()
 
 
@@ -178,11 +182,11 @@ def test_empty_split_and_unknown_split_give_clear_errors(dot_dir, tmp_path):
     m = shards.read_manifest(out)
     m["splits"]["test"] = {"count": 0, "shards": []}
     shards.write_manifest(out, m)
-    with pytest.raises(dali.PipelineError, match="'test' is empty"):
+    with pytest.raises(PipelineError, match="'test' is empty"):
         next(dali.eval_batches(out, batch_size=4))
-    with pytest.raises(dali.PipelineError, match="no split 'val'"):
+    with pytest.raises(PipelineError, match="no split 'val'"):
         next(dali.eval_batches(out, split="val", batch_size=4))
-    with pytest.raises(dali.PipelineError, match="not prepared"):
+    with pytest.raises(PipelineError, match="not prepared"):
         next(dali.eval_batches(tmp_path / "nowhere", batch_size=4))
 
 
@@ -191,7 +195,7 @@ def test_truncated_shard_gives_a_clear_error(dot_dir, tmp_path):
     tar = out / "test-00000.tar"
     data = tar.read_bytes()
     tar.write_bytes(data[: len(data) // 3])
-    with pytest.raises(dali.PipelineError, match=str(out)):
+    with pytest.raises(PipelineError, match=str(out)):
         list(dali.eval_batches(out, batch_size=4, input_size=32, device="cpu"))
 
 

@@ -8,7 +8,9 @@ import shutil
 import pytest
 
 from deeppose_fast.datasets import shards
-from deeppose_fast.pipeline import dali, dots
+from deeppose_fast.pipeline import dali, failures
+from deeppose_fast.pipeline.contract import PipelineError
+from deeppose_fast.testing import dots
 
 N_TRAIN, N_TEST, PER_SHARD = 24, 12, 8
 BAD = 5  # the damaged record's position in the split
@@ -64,14 +66,14 @@ def test_stray_bytes_fool_opencv_but_not_dali(dot_dir):
 
     rec = next(shards.iter_records(dot_dir, "test"))
     assert cv2.imdecode(np.frombuffer(stray_bytes(rec.jpeg), np.uint8), cv2.IMREAD_COLOR) is not None
-    assert dali._undecodable([rec.jpeg, stray_bytes(rec.jpeg)]) == [False, True]
+    assert failures.undecodable([rec.jpeg, stray_bytes(rec.jpeg)]) == [False, True]
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_truncated_shard_is_named_before_dali_starts(dot_dir, tmp_path, split):
     out = copy_of(dot_dir, tmp_path)
     truncate(out / f"{split}-00001.tar")
-    with pytest.raises(dali.PipelineError) as e:
+    with pytest.raises(PipelineError) as e:
         if split == "train":
             next(dali.train_batches(out, batch_size=4, input_size=32, device="cpu"))
         else:
@@ -83,7 +85,7 @@ def test_truncated_shard_is_named_before_dali_starts(dot_dir, tmp_path, split):
 def test_truncated_shard_in_the_tf_dataset(dot_dir, tmp_path):
     out = copy_of(dot_dir, tmp_path)
     truncate(out / "train-00002.tar")
-    with pytest.raises(dali.PipelineError, match="train-00002.tar: truncated or corrupt"):
+    with pytest.raises(PipelineError, match="train-00002.tar: truncated or corrupt"):
         dali.train_dataset(out, batch_size=4, input_size=32, device="cpu")
 
 
@@ -93,14 +95,14 @@ def test_shard_truncated_while_reading_is_named(dot_dir, tmp_path):
     batches = dali.eval_batches(out, batch_size=4, input_size=32, device="cpu")
     next(batches)
     truncate(out / "test-00001.tar")
-    with pytest.raises(dali.PipelineError) as e:
+    with pytest.raises(PipelineError) as e:
         list(batches)
     assert_one_line(str(e.value), "test-00001.tar: truncated or corrupt", "deeppose-fast prepare dots")
 
 
 def test_corrupt_jpeg_is_named_in_eval(dot_dir, tmp_path):
     out, key = with_bad_jpeg(dot_dir, tmp_path, "test")
-    with pytest.raises(dali.PipelineError) as e:
+    with pytest.raises(PipelineError) as e:
         list(dali.eval_batches(out, batch_size=4, input_size=32, device="cpu"))
     assert_one_line(str(e.value), f"{out}: reading split 'test' failed: record {key:08d} in test-00000.tar: "
                                   f"its JPEG does not decode", "deeppose-fast prepare dots")
@@ -111,7 +113,7 @@ def test_corrupt_jpeg_is_named_by_the_tf_dataset(dot_dir, tmp_path):
     out, key = with_bad_jpeg(dot_dir, tmp_path, "train")
     ds = dali.train_dataset(out, batch_size=8, input_size=32, device="cpu")
     iterator = iter(ds)
-    with pytest.raises(dali.PipelineError) as e:
+    with pytest.raises(PipelineError) as e:
         for _ in range(N_TRAIN // 8 + 1):  # one epoch reaches every record
             next(iterator)
     assert_one_line(str(e.value), f"record {key:08d} in train-00000.tar: its JPEG does not decode",

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deeppose_fast.pipeline import dali, dots
+from deeppose_fast.pipeline import dali
 from deeppose_fast.skeleton import LSP
+from deeppose_fast.specs import AugmentSpec
+from deeppose_fast.testing import dots
 
 pytestmark = pytest.mark.gpu
 PERM = LSP.flip_permutation
@@ -32,7 +34,7 @@ def test_eval_parity(dot_dir):
 
 
 def test_train_parity_and_dot_test_on_gpu(dot_dir):
-    kw = dict(batch_size=16, seed=3, normalize=False, rotation=15.0)
+    kw = dict(batch_size=16, seed=3, normalize=False, augment=AugmentSpec(rotation=15.0))
     cpu = next(dali.train_batches(dot_dir, device="cpu", **kw))
     gpu = next(dali.train_batches(dot_dir, device="gpu", **kw))
     # the reader and the random draws run on the CPU in both: same people, same draws

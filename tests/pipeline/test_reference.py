@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from deeppose_fast.datasets import shards
-from deeppose_fast.pipeline import dali, dots, reference
+from deeppose_fast.pipeline import dali, reference
 from deeppose_fast.skeleton import LSP
+from deeppose_fast.specs import AugmentSpec
+from deeppose_fast.testing import dots
 
 PERM = LSP.flip_permutation
 
@@ -26,7 +28,8 @@ def test_opencv_matrix_moves_pixel_centres():
 
 
 def test_reference_passes_the_dot_test(dot_dir):
-    b = next(reference.train_batches(dot_dir, batch_size=24, normalize_image=False, rotation=20.0))
+    b = next(reference.train_batches(dot_dir, batch_size=24, normalize_image=False,
+                                     augment=AugmentSpec(rotation=20.0)))
     r = dots.check_dots(b["images"], b["targets"], b["weights"], b["draws"][:, 4] > 0.5, PERM)
     assert r["label_accuracy"] == 1.0 and r["mean_error_px"] < 0.5, r
 
@@ -41,7 +44,8 @@ def test_reference_normalises_per_image_and_channel(dot_dir):
 
 def test_train_crops_match_dali_on_the_same_draws(dot_dir):
     records = {int(r.meta[6]): r for r in shards.iter_records(dot_dir, "train")}
-    b = next(dali.train_batches(dot_dir, batch_size=12, device="cpu", rotation=15.0, scale_jitter=0.1))
+    b = next(dali.train_batches(dot_dir, batch_size=12, device="cpu",
+                                augment=AugmentSpec(rotation=15.0, scale_jitter=0.1)))
     for i in range(12):
         rec = records[int(b["meta"][i, 6])]
         image, g = reference.crop_sample(rec.jpeg, rec.pose, b["draws"][i], size=227, flip_perm=PERM)

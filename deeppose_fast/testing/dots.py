@@ -102,7 +102,7 @@ def make_dot_dataset(out_dir: str | Path, *, num_train: int, num_test: int = 0, 
     shards.write_manifest(out_dir, {
         "name": "dots", "skeleton": skel.name, "joint_names": list(skel.joint_names),
         "flip_pairs": [list(p) for p in skel.flip_pairs], "num_joints": k, "splits": splits,
-        "skipped": {}, "sources": {}, "precrop": {}, "created_by": "deeppose_fast.pipeline.dots",
+        "skipped": {}, "sources": {}, "precrop": {}, "created_by": "deeppose_fast.testing.dots",
     })
     return out_dir
 
