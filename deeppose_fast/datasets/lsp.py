@@ -69,7 +69,9 @@ def parse(path: str | Path) -> dict:
         float32 continuous pixels with NaN where not annotated, ``visible`` (M, 14) bool,
         ``num_images`` (N in the file), ``skipped`` reason -> count.
     """
-    path = Path(path).resolve()
+    # not resolved: a joints.mat reached through a link belongs to the folder it was found in, whose
+    # images/ are the data set's (the link's target may lie anywhere)
+    path = Path(path).absolute()
     raw, kind = load_joints(path)
     xy, flag = raw[..., :2], raw[..., 2]
     skipped = {}

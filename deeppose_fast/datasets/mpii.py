@@ -156,7 +156,7 @@ def read(name: str, root: Path, *, split_mode: str = "person", seed: int = DTF_S
     images with at least ``SYNTHETIC_MIN_JOINTS`` joints and always splits by image.
     """
     mat_path, images = find_files(root)
-    mat_path = mat_path.resolve()
+    mat_path = mat_path.absolute()  # where it was found (see lsp.parse), not a link's target
     annolist, img_train = load_release(mat_path)
     min_joints = NUM_JOINTS if name == "mpii" else SYNTHETIC_MIN_JOINTS
     skipped: dict[str, int] = {}

@@ -568,6 +568,17 @@ def _generate(ws: _Workspace, params: dict, workers: int | None, progress: bool)
     return root
 
 
+def annotation_sums(files, root: Path) -> dict[str, str]:
+    """``{path: sha256}`` of the annotation files, keyed by their path under ``root`` (``lsp_dataset/
+    joints.mat`` and ``lspet_dataset/joints.mat`` are two sources, not one file name), or by the whole
+    path for a file outside it."""
+    sums, root = {}, root.resolve()  # read() resolves the root it parses
+    for f in map(Path, files):
+        key = f.relative_to(root).as_posix() if f.is_relative_to(root) else str(f)
+        sums[key] = sha256_file(f)
+    return sums
+
+
 def _settings(name: str, split_mode: str, seed: int, rule: PrecropRule, source_root: Path,
               generator: dict | None) -> dict:
     """The manifest entries that make a prepared folder one data set: a re-run that records the same ones
@@ -653,8 +664,7 @@ def prepare(name: str, out: str | os.PathLike, *, source=None, download: bool = 
             for here, archive in origin.items():  # name the archive, not the temporary copy
                 message = message.replace(str(here), str(archive))
             raise DatasetError(message) from None
-        for f in data.annotation_files:
-            sums[Path(f).name] = sha256_file(f)
+        sums.update(annotation_sums(data.annotation_files, root))
         packed = pack(data, ws.tmp, rule=rule, records_per_shard=records_per_shard, workers=workers,
                       progress=progress)
         image_skips = packed["skipped"]

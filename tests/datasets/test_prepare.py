@@ -175,6 +175,41 @@ def test_lsp_ext_from_archives(tmp_path, synthetic_lsp_dir, synthetic_lspet_dir)
     assert (out / "raw" / "lspet_dataset" / "joints.mat").is_file()
 
 
+def test_lsp_ext_keeps_both_annotation_checksums(tmp_path, synthetic_lsp_dir, synthetic_lspet_dir):
+    """LSP's and LSPET's files are both called joints.mat: the manifest keys them by their path under the
+    source, so neither checksum is lost (as archives: by the archive and the path inside the extraction)."""
+    source = tmp_path / "src"
+    for name, folder in (("lsp_dataset_original", synthetic_lsp_dir), ("lspet_dataset", synthetic_lspet_dir)):
+        shutil.copytree(folder, source / name)
+    manifest = P.prepare("lsp-ext", tmp_path / "out", source=[source], workers=1, progress=False)
+    digest = {name: hashlib.sha256((folder / "joints.mat").read_bytes()).hexdigest()
+              for name, folder in (("lsp", synthetic_lsp_dir), ("lspet", synthetic_lspet_dir))}
+    assert digest["lsp"] != digest["lspet"]
+    assert manifest["sources"] == {"lsp_dataset_original/joints.mat": digest["lsp"],
+                                   "lspet_dataset/joints.mat": digest["lspet"]}
+    archives = make_lsp_archives(tmp_path, synthetic_lsp_dir, synthetic_lspet_dir)
+    manifest = P.prepare("lsp-ext", tmp_path / "out2", source=archives, workers=1, progress=False)
+    assert {k: v for k, v in manifest["sources"].items() if k.endswith("joints.mat")} == {
+        "lsp_dataset_original/joints.mat": digest["lsp"], "lspet_dataset/joints.mat": digest["lspet"]}
+
+
+def test_joints_mat_through_a_link_uses_the_images_where_it_was_found(tmp_path, synthetic_lsp_dir):
+    """A data set folder whose joints.mat is a link to a file kept elsewhere (without images): the images
+    are those of the folder holding the link."""
+    kept = tmp_path / "annotations"
+    kept.mkdir()
+    shutil.copy(synthetic_lsp_dir / "joints.mat", kept / "joints.mat")
+    folder = tmp_path / "lsp"
+    shutil.copytree(synthetic_lsp_dir / "images", folder / "images")
+    (folder / "joints.mat").symlink_to(kept / "joints.mat")
+    manifest = P.prepare("lsp", tmp_path / "out", source=[folder], workers=1, progress=False)
+    truth = synthetic.Truth.load(synthetic_lsp_dir)
+    assert manifest["num_people"] == len(truth.image_names)
+    assert P.SKIP_MISSING_IMAGE not in manifest["skipped"]
+    assert sum(s["count"] for s in manifest["splits"].values()) == len(truth.image_names)
+    assert manifest["sources"] == {"joints.mat": hashlib.sha256((kept / "joints.mat").read_bytes()).hexdigest()}
+
+
 def test_lsp_ext_downloaded_from_local_server(tmp_path, synthetic_lsp_dir, synthetic_lspet_dir):
     served = tmp_path / "served"
     served.mkdir()
