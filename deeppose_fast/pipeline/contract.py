@@ -63,30 +63,30 @@ def split_info(shard_dir: str | Path, split: str) -> SplitInfo:
     ``shards.shard_paths``) and read its layout. Raises ``PipelineError``."""
     shard_dir = Path(shard_dir)
     try:
-        manifest = shards.read_manifest(shard_dir)
+        manifest = shards.Manifest.read(shard_dir)
         tars, idxs = shards.shard_paths(shard_dir, split)
     except shards.ShardError as e:
         raise PipelineError(str(e)) from None
-    entry = manifest["splits"][split]
-    if int(entry["count"]) == 0 or not tars:
+    count = manifest.count(split)
+    if count == 0 or not tars:
         raise PipelineError(f"{shard_dir}: split {split!r} is empty (0 people); nothing to stream")
-    name = manifest.get("skeleton")
+    name = manifest.skeleton
     if name in skeletons.SKELETONS:
         skel = skeletons.get(name)
         perm, k = skel.flip_permutation, skel.num_joints
     else:  # a layout this version does not name: fall back to the manifest's own pairs
-        k = int(manifest.get("num_joints", 0))
+        k = int(manifest.num_joints or 0)
         if k <= 0:
             raise PipelineError(f"{shard_dir / shards.MANIFEST}: neither a known 'skeleton' nor 'num_joints'")
         p = list(range(k))
-        for a, b in manifest.get("flip_pairs", []):
+        for a, b in manifest.flip_pairs:
             p[a], p[b] = b, a
         perm = tuple(p)
-    if int(manifest.get("num_joints", k)) != k:
-        raise PipelineError(f"{shard_dir / shards.MANIFEST}: num_joints {manifest['num_joints']} does not "
+    if manifest.num_joints is not None and int(manifest.num_joints) != k:
+        raise PipelineError(f"{shard_dir / shards.MANIFEST}: num_joints {manifest.num_joints} does not "
                             f"match skeleton {name!r} ({k} joints)")
-    return SplitInfo(shard_dir, split, [str(t) for t in tars], [str(i) for i in idxs], int(entry["count"]),
-                     k, tuple(perm), str(name), shards.rebuild_hint(shard_dir, manifest))
+    return SplitInfo(shard_dir, split, [str(t) for t in tars], [str(i) for i in idxs], count, k, tuple(perm),
+                     str(name), shards.rebuild_hint(shard_dir, manifest))
 
 
 def shard_range(count: int, shard_id: int, num_shards: int) -> tuple[int, int]:

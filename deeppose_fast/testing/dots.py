@@ -99,11 +99,10 @@ def make_dot_dataset(out_dir: str | Path, *, num_train: int, num_test: int = 0, 
                 writer.write(key, jpeg.tobytes(), pose, meta)
                 key += 1
         splits[split] = writer.summary()
-    shards.write_manifest(out_dir, {
-        "name": "dots", "skeleton": skel.name, "joint_names": list(skel.joint_names),
-        "flip_pairs": [list(p) for p in skel.flip_pairs], "num_joints": k, "splits": splits,
-        "skipped": {}, "sources": {}, "precrop": {}, "created_by": "deeppose_fast.testing.dots",
-    })
+    # whole images, no pre-crop: the manifest records none (precrop {}), so any recipe may read them
+    shards.Manifest(name="dots", splits=splits, skeleton=skel.name, joint_names=tuple(skel.joint_names),
+                    flip_pairs=tuple(skel.flip_pairs), num_joints=k, num_people=key,
+                    created_by="deeppose_fast.testing.dots").write(out_dir)
     return out_dir
 
 

@@ -164,7 +164,7 @@ def test_corrupt_jpeg_gives_a_clear_error(dot_dir, tmp_path):
         for i, rec in enumerate(shards.iter_records(dot_dir, "test")):
             jpeg = rec.jpeg if i != 3 else rec.jpeg[:2] + bytes(200)  # JPEG magic, garbage after it
             w.write(rec.key, jpeg, rec.pose, rec.meta)
-    shards.write_manifest(out, {**shards.read_manifest(dot_dir), "splits": {"test": w.summary()}})
+    shards.Manifest.read(dot_dir).replace(splits={"test": w.summary()}).write(out)
     bad = f"record {N_TRAIN + 3:08d} in test-00000.tar: its JPEG does not decode"
     with pytest.raises(PipelineError, match=f"{out}: reading split 'test' failed: {bad}"):
         list(dali.eval_batches(out, batch_size=8, input_size=32, device="cpu"))
@@ -179,9 +179,8 @@ def test_missing_shard_gives_a_clear_error(dot_dir, tmp_path):
 
 def test_empty_split_and_unknown_split_give_clear_errors(dot_dir, tmp_path):
     out = _copy(dot_dir, tmp_path)
-    m = shards.read_manifest(out)
-    m["splits"]["test"] = {"count": 0, "shards": []}
-    shards.write_manifest(out, m)
+    m = shards.Manifest.read(out)
+    m.replace(splits={**m.splits, "test": {"count": 0, "shards": []}}).write(out)
     with pytest.raises(PipelineError, match="'test' is empty"):
         next(dali.eval_batches(out, batch_size=4))
     with pytest.raises(PipelineError, match="no split 'val'"):
@@ -235,7 +234,7 @@ def test_corrupt_jpeg_in_the_tf_dataset_raises_instead_of_hanging(dot_dir, tmp_p
     with shards.ShardWriter(out, "train") as w:
         for i, rec in enumerate(shards.iter_records(dot_dir, "train")):
             w.write(rec.key, rec.jpeg if i != 5 else rec.jpeg[:2] + bytes(100), rec.pose, rec.meta)
-    shards.write_manifest(out, {**shards.read_manifest(dot_dir), "splits": {"train": w.summary()}})
+    shards.Manifest.read(dot_dir).replace(splits={"train": w.summary()}).write(out)
     ds = dali.train_dataset(out, batch_size=16, input_size=32, device="cpu")
     with pytest.raises(tf.errors.OpError, match="peek_image_shape"):
         for _ in ds.take(N_TRAIN // 16 + 1):

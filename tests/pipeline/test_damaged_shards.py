@@ -49,7 +49,7 @@ def with_bad_jpeg(dot_dir, tmp_path, split):
     with shards.ShardWriter(out, split, records_per_shard=PER_SHARD) as w:
         for i, rec in enumerate(records):
             w.write(rec.key, stray_bytes(rec.jpeg) if i == BAD else rec.jpeg, rec.pose, rec.meta)
-    shards.write_manifest(out, {**shards.read_manifest(dot_dir), "splits": {split: w.summary()}})
+    shards.Manifest.read(dot_dir).replace(splits={split: w.summary()}).write(out)
     return out, records[BAD].key
 
 

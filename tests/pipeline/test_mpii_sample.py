@@ -40,11 +40,10 @@ def mpii_shards(mpii_sample_dir, tmp_path_factory):
             pose[ann, 2:] = 1
             meta = np.array([np.nan] * 4 + [x0, y0, i, i], np.float32)
             writer.write(i, jpeg.tobytes(), pose, meta)
-    shards.write_manifest(out, {"name": "mpii-sample", "skeleton": "mpii", "joint_names": list(MPII.joint_names),
-                                "flip_pairs": [list(p) for p in MPII.flip_pairs], "num_joints": 16,
-                                "splits": {"test": writer.summary()}, "skipped": {}, "sources": {},
-                                "precrop": {"rule": "test fixture: 1.3x box on each side"},
-                                "created_by": "tests/pipeline/test_mpii_sample.py"})
+    shards.Manifest(name="mpii-sample", splits={"test": writer.summary()}, skeleton="mpii",
+                    joint_names=tuple(MPII.joint_names), flip_pairs=tuple(MPII.flip_pairs), num_joints=16,
+                    precrop={"rule": "test fixture: 1.3x box on each side"},
+                    created_by="tests/pipeline/test_mpii_sample.py").write(out)
     return out, truth
 
 
