@@ -3,7 +3,8 @@
 Signatures (S input size, K joints, B batch):
 - ``serving_default`` / ``predict_crops``: ``images`` uint8 or float (B, S, S, 3) RGB crops ->
   ``joints`` (B, K, 2) in crop pixels (continuous convention) and ``targets`` (B, K, 2) (``p / S - 0.5``).
-  The per-image, per-channel normalisation of the training pipeline is part of the graph.
+  The per-image, per-channel normalisation of the training pipeline is part of the graph
+  (``pipeline.contract.normalize_tf``).
 - ``predict_image``: ``image`` uint8 (H, W, 3) RGB and ``box`` float32 (4,) ``x0, y0, w, h`` (the crop
   region, e.g. a person box extended by the test extension) -> ``joints`` (K, 2) in image pixels.
 
@@ -17,20 +18,16 @@ import os
 import shutil
 from pathlib import Path
 
-NORM_EPSILON = 1.0  # as the training pipeline's fn.normalize
+import tensorflow as tf
 
-
-def _normalise(images):
-    import tensorflow as tf
-
-    x = tf.cast(images, tf.float32)
-    mean, var = tf.nn.moments(x, axes=[1, 2], keepdims=True)
-    return (x - mean) / tf.sqrt(var + NORM_EPSILON)
+from deeppose_fast import checkpoint
+from deeppose_fast import skeleton as skeletons
+from deeppose_fast.pipeline.contract import normalize_tf
 
 
 def build_module(model, size: int, num_joints: int):
-    import tensorflow as tf
-
+    """The ``tf.Module`` serving ``model`` (S = ``size``, K = ``num_joints``) with the signatures of the
+    module docstring."""
     class PoseServing(tf.Module):
         def __init__(self):
             super().__init__()
@@ -38,7 +35,7 @@ def build_module(model, size: int, num_joints: int):
 
         @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="images")])
         def predict_crops(self, images):
-            t = tf.reshape(self.model(_normalise(images), training=False), [-1, num_joints, 2])
+            t = tf.reshape(self.model(normalize_tf(images), training=False), [-1, num_joints, 2])
             return {"targets": t, "joints": (t + 0.5) * float(size)}
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name="image"),
@@ -56,7 +53,7 @@ def build_module(model, size: int, num_joints: int):
             x2 = (x0 + (s - 0.5) * bw / s - 0.5) / tf.maximum(w - 1.0, 1.0)
             crop = tf.image.crop_and_resize(tf.cast(image[None], tf.float32), [[y1, x1, y2, x2]], [0],
                                             [size, size], method="bilinear")
-            t = tf.reshape(self.model(_normalise(crop), training=False), [num_joints, 2])
+            t = tf.reshape(self.model(normalize_tf(crop), training=False), [num_joints, 2])
             return {"joints": tf.stack([x0, y0]) + (t + 0.5) * tf.stack([bw, bh])}
 
     return PoseServing()
@@ -87,8 +84,6 @@ def is_export(path: Path) -> bool:
 def protected_folders(snapshot: str | os.PathLike) -> dict[Path, str]:
     """The folders an export must not be, hold or lie inside (resolved path -> what it is): the run folder
     of the snapshot's checkpoint (when it lies in a run's ``checkpoints`` folder) and the snapshot itself."""
-    from deeppose_fast import checkpoint
-
     ckpt = checkpoint.resolve(snapshot).resolve()
     folders = {}
     if ckpt.parent.name == "checkpoints":
@@ -161,11 +156,6 @@ def export_savedmodel(snapshot, out_dir: str | os.PathLike, overwrite: bool = Fa
     beside it and moved into place only when complete. Raises ``ExportExists``, ``ExportError`` (destination)
     or ``checkpoint.CheckpointError`` (snapshot), before any work is done.
     """
-    import tensorflow as tf
-
-    from deeppose_fast import checkpoint
-    from deeppose_fast import skeleton as skeletons
-
     out_dir = Path(out_dir).resolve()  # "." has no name to put a temporary folder beside
     check_destination(out_dir, protected_folders(snapshot), overwrite)
     try:
@@ -177,12 +167,10 @@ def export_savedmodel(snapshot, out_dir: str | os.PathLike, overwrite: bool = Fa
     ckpt = checkpoint.load(snapshot)
     # Split grouped convolutions serve on any device.
     model = checkpoint.build_model(ckpt, split_groups=True)
-    size, k = int(ckpt.model_settings["input_size"]), ckpt.num_joints
+    size, k = ckpt.model_spec.input_size, ckpt.num_joints
     module = build_module(model, size, k)
     sk_name = ckpt.meta.get("skeleton")
     names = list(skeletons.get(sk_name).joint_names) if sk_name in skeletons.SKELETONS else None
-    cfg = ckpt.meta.get("config", {})
-    ext = cfg.get("eval_extension") or cfg.get("ext_max")
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)  # our own leftover, by its name
     try:
@@ -191,7 +179,7 @@ def export_savedmodel(snapshot, out_dir: str | os.PathLike, overwrite: bool = Fa
                                                           "predict_image": module.predict_image})
         (tmp / MARKER).write_text(json.dumps(
             {"checkpoint": str(ckpt.path), "step": ckpt.step, "skeleton": sk_name, "joint_names": names,
-             "num_joints": k, "input_size": size, "test_extension": ext,
+             "num_joints": k, "input_size": size, "test_extension": ckpt.test_extension,
              "pixel_convention": "continuous (pixel i covers [i, i+1))"}, indent=2))
         _swap_in(tmp, out_dir)
     finally:

@@ -1,11 +1,12 @@
 """Prediction on one's own images: crop a person box (or take the whole image), run the network, decode
-the joints to image pixels, write them as JSON and draw the skeleton into a PNG.
+the joints to image pixels, write them as JSON and draw the skeleton into a PNG. ``predict_files`` is the
+whole ``predict`` command; the steps are public for tests and other callers.
 
 Shapes: S network input size, K joints. The crop is made as the data pipeline makes test crops: the box
 is extended by ``extension`` around its centre (by default the checkpoint's test extension, since the
 network learnt from boxes that tightly fit the joints, scaled by that factor), clipped to the image
 (no padding), resized to S x S without keeping the aspect ratio (bilinear, continuous pixel convention),
-RGB, normalised per image and channel (``(x - mean) / sqrt(var + NORM_EPSILON)``, as ``fn.normalize``).
+RGB, normalised per image and channel as every network input is (``pipeline.contract.normalize``).
 A box may cross the image border (detector boxes often do): only the crop window is clipped, by the
 evaluation crop's own rule (``codec.crop_geometry``). A box with no overlap with the image is an error; one
 whose overlap is under ``MIN_OVERLAP`` px wide or high gets a ``PredictWarning``.
@@ -16,15 +17,19 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-# Same constant as the DALI pipeline's normalisation (kept here so prediction needs no DALI).
-NORM_EPSILON = 1.0
+from deeppose_fast import checkpoint, codec, viz
+from deeppose_fast import skeleton as skeletons
+from deeppose_fast.pipeline.contract import normalize
+
 MIN_OVERLAP = 2.0  # px: a person box overlapping the image less than this (width or height) is suspect
 
 
@@ -57,8 +62,6 @@ def check_image_path(path: str | os.PathLike) -> Path:
 def check_out_dir(out_dir: str | os.PathLike) -> Path:
     """Create ``out_dir`` if needed and prove a file can be written in it; a PredictError naming it if not
     (run before the network, so a bad ``--out`` costs nothing)."""
-    import tempfile
-
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -108,8 +111,6 @@ def output_names(images) -> list[str]:
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """(H, W, 3) uint8 BGR; a PredictError naming the file if it is missing, a folder or not an image."""
-    import cv2
-
     path = check_image_path(path)
     data = np.fromfile(path, np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
@@ -126,8 +127,6 @@ def crop_box_for(box, image_hw, extension: float, path: str = "image") -> np.nda
     border; one with no overlap is a PredictError, one overlapping it by under ``MIN_OVERLAP`` px (width or
     height) a PredictWarning.
     """
-    from deeppose_fast import codec
-
     h, w = image_hw[:2]
     if box is None:
         return np.array([0.0, 0.0, float(w), float(h)])
@@ -148,25 +147,20 @@ def crop_box_for(box, image_hw, extension: float, path: str = "image") -> np.nda
 
 
 def make_crop(image_bgr: np.ndarray, crop_box: np.ndarray, size: int) -> np.ndarray:
-    """(S, S, 3) float32 normalised RGB network input for the region ``crop_box`` (x0, y0, w, h)."""
-    import cv2
-
+    """(S, S, 3) float32 normalised RGB network input for the region ``crop_box`` (x0, y0, w, h) of an
+    (H, W, 3) BGR image."""
     x0, y0, w, h = (float(v) for v in crop_box)
     sx, sy = size / w, size / h
     # Continuous pixels p_c = p_cv + 0.5: dst_c = s * (src_c - x0)  =>  dst_cv = s*src_cv + s*0.5 - s*x0 - 0.5
     m = np.array([[sx, 0.0, sx * 0.5 - sx * x0 - 0.5], [0.0, sy, sy * 0.5 - sy * y0 - 0.5]])
     crop = cv2.warpAffine(image_bgr.astype(np.float32), m, (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
-    crop = crop[:, :, ::-1]  # BGR -> RGB, as the pipeline decodes
-    mean = crop.mean(axis=(0, 1), keepdims=True)
-    var = crop.var(axis=(0, 1), keepdims=True)
-    return ((crop - mean) / np.sqrt(var + NORM_EPSILON)).astype(np.float32)
+    return normalize(crop[:, :, ::-1])  # BGR -> RGB, as the pipeline decodes
 
 
 def predict_images(model, images, *, boxes=None, extension: float = 2.0, batch_size: int = 32) -> list[Prediction]:
-    """Joints for each image path (with an optional person box each, None = whole image)."""
-    from deeppose_fast import codec
-
+    """Joints for each image path (with an optional person box ``x1, y1, x2, y2`` each, None = whole
+    image), in batches of ``batch_size`` crops through ``model`` (a Keras regressor)."""
     size = int(model.input_shape[1])
     boxes = boxes if boxes is not None else [None] * len(images)
     if len(boxes) != len(images):
@@ -190,9 +184,6 @@ def write_outputs(pred: Prediction, skeleton_name: str, out_dir: str | os.PathLi
                   name: str | None = None) -> tuple[Path, Path]:
     """``<name>.joints.json`` and ``<name>.pose.png`` (``viz.draw_pose``) in ``out_dir``; ``name``
     defaults to the image's stem (``output_names`` makes them unique over several images)."""
-    from deeppose_fast import skeleton as skeletons
-    from deeppose_fast import viz
-
     sk = skeletons.get(skeleton_name)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -206,3 +197,28 @@ def write_outputs(pred: Prediction, skeleton_name: str, out_dir: str | os.PathLi
     drawn = viz.draw_pose(read_image(pred.image), pred.joints, sk, crop_box=pred.crop_box, box=pred.box)
     png_path = viz.write_png(out_dir / f"{name}.pose.png", drawn)
     return json_path, png_path
+
+
+def predict_files(snapshot, images, *, box=None, extension: float | None = None,
+                  out_dir: str | os.PathLike = "predictions") -> list[tuple[Prediction, Path, Path]]:
+    """The ``predict`` command: the joints of the person in each image with ``snapshot`` (checkpoint or run
+    folder), written as ``NAME.joints.json`` and ``NAME.pose.png`` in ``out_dir`` (``output_names``).
+
+    Args:
+        images: image paths (files); box: one person box ``x1, y1, x2, y2`` for all images, None = the
+            whole image; extension: the box extension, None = the checkpoint's test extension.
+    Returns ``(prediction, json path, png path)`` per image, in order. Everything that can fail on the
+    user's paths (an image that is missing or a folder, an unwritable ``out_dir``, a bad snapshot) raises
+    ``PredictError`` or ``checkpoint.CheckpointError`` before the network runs.
+    """
+    images = [str(image) for image in images]  # as given: the JSON names the image so
+    for image in images:
+        check_image_path(image)
+    out_dir = check_out_dir(out_dir)
+    names = output_names(images)
+    ckpt = checkpoint.load(snapshot)
+    model = checkpoint.build_model(ckpt)
+    preds = predict_images(model, images, boxes=None if box is None else [box] * len(images),
+                           extension=float(extension or ckpt.test_extension))
+    skeleton_name = ckpt.meta.get("skeleton") or "lsp"
+    return [(p, *write_outputs(p, skeleton_name, out_dir, name)) for p, name in zip(preds, names)]

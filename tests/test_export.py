@@ -8,27 +8,26 @@ import sys
 import textwrap
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow")
-import keras  # noqa: E402
-
-from deeppose_fast import checkpoint, export, predict  # noqa: E402
-from deeppose_fast.model import build_regressor  # noqa: E402
+from deeppose_fast import checkpoint, export, predict
+from deeppose_fast.model import build_regressor
+from deeppose_fast.specs import ModelSpec
 
 S, K = 67, 14
-_META = {"num_joints": K, "skeleton": "lsp", "model": dict(input_size=S, width=0.25, fc_units=16, dropout=0.0),
-         "config": {"ext_max": 2.0}}
+# He init: the reference's small truncated normals give a tiny network an output that ignores its
+# input, which would let a wrong crop or normalisation pass unnoticed
+SPEC = ModelSpec(input_size=S, width=0.25, fc_units=16, dropout=0.0, init="he")
+_META = {"num_joints": K, "skeleton": "lsp", "model": SPEC.to_dict(), "config": {"ext_max": 2.0}}
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """(model, export folder); the checkpoint lies in a run folder ``run/checkpoints`` next to the export."""
     keras.utils.set_random_seed(0)
-    # He init: the reference's small truncated normals give a tiny network an output that ignores its
-    # input, which would let a wrong crop or normalisation pass unnoticed
-    m = build_regressor(K, input_size=S, width=0.25, fc_units=16, dropout=0.0, init="he")
+    m = build_regressor(K, **SPEC.to_dict())
     d = tmp_path_factory.mktemp("exp")
     ckpt = checkpoint.save(d / "run" / "checkpoints", 3, {"model": m.variables}, _META)
     out = export.export_savedmodel(ckpt, d / "saved")

@@ -5,26 +5,27 @@ import json
 from pathlib import Path
 
 import cv2
+import keras
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow")
-import keras  # noqa: E402
-
-from deeppose_fast import checkpoint, predict, skeleton, viz  # noqa: E402
-from deeppose_fast.model import build_regressor  # noqa: E402
+from deeppose_fast import checkpoint, predict, skeleton, viz
+from deeppose_fast.model import build_regressor
+from deeppose_fast.pipeline.contract import NORM_EPSILON
+from deeppose_fast.specs import ModelSpec
 
 S = 67
+# He init: the reference's small truncated normals give a tiny network an output that ignores its
+# input, which would let a wrong crop or normalisation pass unnoticed
+SPEC = ModelSpec(input_size=S, width=0.25, fc_units=16, dropout=0.0, init="he")
 
 
 @pytest.fixture(scope="module")
 def snapshot(tmp_path_factory):
     keras.utils.set_random_seed(0)
-    # He init: the reference's small truncated normals give a tiny network an output that ignores its
-    # input, which would let a wrong crop or normalisation pass unnoticed
-    m = build_regressor(16, input_size=S, width=0.25, fc_units=16, dropout=0.0, init="he")
+    m = build_regressor(16, **SPEC.to_dict())
     d = tmp_path_factory.mktemp("ckpt")
-    meta = {"num_joints": 16, "skeleton": "mpii", "model": dict(input_size=S, width=0.25, fc_units=16, dropout=0.0),
+    meta = {"num_joints": 16, "skeleton": "mpii", "model": SPEC.to_dict(),
             "config": {"ext_max": 2.0, "eval_extension": 0.0}}
     return checkpoint.save(d, 1, {"model": m.variables}, meta), m
 
@@ -39,7 +40,7 @@ def photo(tmp_path):
 
 def _normalised(x):
     x = x.astype(np.float64)
-    return (x - x.mean((0, 1))) / np.sqrt(x.var((0, 1)) + predict.NORM_EPSILON)
+    return (x - x.mean((0, 1))) / np.sqrt(x.var((0, 1)) + NORM_EPSILON)
 
 
 def test_crop_at_scale_one_copies_pixels():

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from deeppose_fast import checkpoint, export
+
 
 @click.command()
 @click.argument("snapshot", type=click.Path())
@@ -15,8 +17,6 @@ def command(snapshot, out, overwrite):
     folder holding deeppose_fast_export.json, saved_model.pb and nothing else). OUT may not be, hold or lie
     inside SNAPSHOT or its run folder. The export is written beside OUT and moved into place when complete.
     """
-    from deeppose_fast import checkpoint, export
-
     try:
         path = export.export_savedmodel(snapshot, out, overwrite=overwrite)
     except export.ExportExists as e:

@@ -1,22 +1,36 @@
-"""``deeppose-fast predict SNAPSHOT IMAGE...``: joints as JSON and a PNG with the skeleton drawn."""
+"""``deeppose-fast predict SNAPSHOT IMAGE...``: joints as JSON and a PNG with the skeleton drawn
+(``predict.predict_files``)."""
 from __future__ import annotations
 
 import warnings
 
 import click
 
+from deeppose_fast import checkpoint, predict
+
 
 def parse_box(text: str) -> list[float]:
     """``x1,y1,x2,y2`` as four floats; a PredictError naming the option otherwise."""
-    from deeppose_fast.predict import PredictError
-
     try:
         parsed = [float(v) for v in text.split(",")]
     except ValueError:
         parsed = []
     if len(parsed) != 4:
-        raise PredictError(f"--box {text!r}: expected four numbers x1,y1,x2,y2")
+        raise predict.PredictError(f"--box {text!r}: expected four numbers x1,y1,x2,y2")
     return parsed
+
+
+def _plain_predict_warnings(default_show):
+    """A ``warnings.showwarning`` printing a PredictWarning as one plain line on stderr (not Python's
+    warning format) and others with ``default_show``."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, predict.PredictWarning):
+            click.echo(f"warning: {message}", err=True)
+        else:
+            default_show(message, category, filename, lineno, file, line)
+
+    return show
 
 
 @click.command()
@@ -36,33 +50,13 @@ def command(snapshot, images, box, extension, out):
     person.png); where those collide too, the name prefixed with its parent folders (a__person.jpg,
     b__person.jpg); the same file given twice gets -2. No output of a call overwrites another of that call.
     """
-    from deeppose_fast import checkpoint, predict
-
-    default_show = warnings.showwarning
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, predict.PredictWarning):  # one plain line, not Python's warning format
-            click.echo(f"warning: {message}", err=True)
-        else:
-            default_show(message, category, filename, lineno, file, line)
-
     try:
-        parsed = parse_box(box) if box is not None else None
-        for image in images:  # cheap checks first: nothing below should fail after the network ran
-            predict.check_image_path(image)
-        out_dir = predict.check_out_dir(out)
-        names = predict.output_names(images)
-        ckpt = checkpoint.load(snapshot)
-        model = checkpoint.build_model(ckpt)
-        cfg = ckpt.meta.get("config", {})
-        ext = extension or cfg.get("eval_extension") or cfg.get("ext_max") or 2.0
         with warnings.catch_warnings():
             warnings.simplefilter("always", predict.PredictWarning)
-            warnings.showwarning = show
-            preds = predict.predict_images(model, list(images), boxes=[parsed] * len(images) if parsed else None,
-                                           extension=float(ext))
-        for p, name in zip(preds, names):
-            j, png = predict.write_outputs(p, ckpt.meta.get("skeleton") or "lsp", out_dir, name)
-            click.echo(f"{p.image}: {j}, {png}")
+            warnings.showwarning = _plain_predict_warnings(warnings.showwarning)
+            written = predict.predict_files(snapshot, images, box=None if box is None else parse_box(box),
+                                            extension=extension, out_dir=out)
     except (checkpoint.CheckpointError, predict.PredictError, ValueError) as e:
         raise click.ClickException(str(e)) from None
+    for p, json_path, png_path in written:
+        click.echo(f"{p.image}: {json_path}, {png_path}")
