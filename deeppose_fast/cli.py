@@ -12,6 +12,7 @@ from deeppose_fast import __version__
 # sub-command -> (module, one-line help shown by --help without importing the module)
 COMMANDS = {
     "prepare": ("deeppose_fast.commands.prepare", "Prepare a data set: parse, split, pack into shards."),
+    "synthetic": ("deeppose_fast.commands.synthetic", "Write the synthetic data set in an official file format."),
     "train": ("deeppose_fast.commands.train", "Train the AlexNet regressor (presets; Horovod under horovodrun)."),
     "eval": ("deeppose_fast.commands.eval", "Evaluate a checkpoint over a sweep of box extensions."),
     "predict": ("deeppose_fast.commands.predict", "Predict joints on images: JSON and a PNG with the skeleton."),

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import click
 
-from deeppose_fast.datasets import DTF_SEED, NAMES, SPLIT_MODES
+from deeppose_fast.datasets import DTF_SEED, NAMES, SPLIT_MODES, DatasetError, DatasetWarning
+from deeppose_fast.datasets.download import DownloadError
+from deeppose_fast.datasets.precrop import PrecropRule
+from deeppose_fast.datasets.prepare import prepare
+from deeppose_fast.datasets.shards import ShardError
 from deeppose_fast.specs import AugmentSpec
 
 
@@ -37,10 +41,10 @@ from deeppose_fast.specs import AugmentSpec
               help="Largest rotation (degrees) the pre-crop must allow.")
 @click.option("--max-scale-jitter", type=click.FloatRange(0.0, 0.9), default=0.0, show_default=True,
               help="Largest zoom-out j (scale 1 - j) the pre-crop must allow.")
-@click.option("--preset", default="small", show_default=True,
-              help="synthetic: size preset of the generator (small, mpii: MPII's size).")
+@click.option("--scale", default="small", show_default=True,
+              help="synthetic: size of the generated data set (small, mpii: MPII's size).")
 @click.option("--size", "num_images", type=click.IntRange(min=1), default=None,
-              help="synthetic: number of images (overrides the preset).")
+              help="synthetic: number of images (overrides the scale).")
 @click.option("--generator-seed", type=int, default=0, show_default=True, help="synthetic: generator seed.")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Threads decoding and encoding images (and processes generating the synthetic set).")
@@ -49,7 +53,8 @@ from deeppose_fast.specs import AugmentSpec
                    "its shards that no manifest lists.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def command(name, sources, download, base_url, out, split_mode, seed, records_per_shard, precrop, jpeg_quality,
-            ext_max, max_shift, max_rotation, max_scale_jitter, preset, num_images, generator_seed, workers, replace, quiet):
+            ext_max, max_shift, max_rotation, max_scale_jitter, scale, num_images, generator_seed, workers, replace,
+            quiet):
     """Prepare data set NAME (lsp, lspet, lsp-ext, mpii, synthetic) into shards + manifest.json.
 
     The new data set is built beside what OUT holds and swapped in when complete: a failure or Ctrl-C
@@ -59,16 +64,10 @@ def command(name, sources, download, base_url, out, split_mode, seed, records_pe
 
     \b
     Examples:
-      deeppose-fast prepare synthetic --preset small
+      deeppose-fast prepare synthetic --scale small
       deeppose-fast prepare lsp-ext --source lsp_dataset_original.zip --source lspet_dataset.zip
       deeppose-fast prepare mpii --download --out data/mpii
     """
-    from deeppose_fast.datasets import DatasetError, DatasetWarning
-    from deeppose_fast.datasets.download import DownloadError
-    from deeppose_fast.datasets.precrop import PrecropRule
-    from deeppose_fast.datasets.prepare import prepare
-    from deeppose_fast.datasets.shards import ShardError
-
     out = (out if out is not None else Path("data") / name).expanduser().resolve()
     # the largest crops the training recipes will draw: the pre-crop is sized from them
     widest = AugmentSpec(ext_min=min(AugmentSpec.ext_min, ext_max), ext_max=ext_max, shift=max_shift,
@@ -88,7 +87,7 @@ def command(name, sources, download, base_url, out, split_mode, seed, records_pe
             warnings.showwarning = show
             manifest = prepare(name, out, source=list(sources) or None, download=download, base_url=base_url,
                                split_mode=split_mode, seed=seed, records_per_shard=records_per_shard,
-                               rule=rule, workers=workers, num_images=num_images, preset=preset,
+                               rule=rule, workers=workers, num_images=num_images, scale=scale,
                                synthetic_seed=generator_seed, progress=not quiet, replace=replace)
     except (DatasetError, DownloadError, ShardError, ValueError) as e:
         raise click.ClickException(str(e)) from None

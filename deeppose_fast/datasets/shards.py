@@ -60,6 +60,38 @@ class Record(NamedTuple):
     meta: np.ndarray
 
 
+def encode_record(joints: np.ndarray, visible: np.ndarray, head_box: np.ndarray, offset, person_index: int,
+                  image_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """One person's ``pose`` and ``meta`` for a JPEG of a region whose corner is ``offset`` in the source.
+
+    Args:
+        joints: (K, 2) source continuous pixels, NaN where not annotated.
+        visible: (K,) bool; head_box: (4,) ``x1, y1, x2, y2`` source pixels (NaN when the data set has none).
+        offset: ``(x0, y0)`` integers, the region's corner in the source image (0, 0 for the whole image).
+        person_index, image_id: the person's running index and its source image's id.
+    Returns:
+        ``pose`` (K, 4) float32 ``x, y, annotated, visible`` in the region's frame (0 where not annotated)
+        and ``meta`` (8,) float32 (``META_FIELDS``).
+    """
+    x0, y0 = offset
+    annotated = np.isfinite(joints).all(axis=1)
+    pose = np.zeros((len(joints), 4), np.float32)
+    pose[annotated, 0] = joints[annotated, 0] - np.float32(x0)
+    pose[annotated, 1] = joints[annotated, 1] - np.float32(y0)
+    pose[:, 2] = annotated
+    pose[:, 3] = visible & annotated
+    head = head_box - np.array([x0, y0, x0, y0], np.float32)
+    return pose, np.array([*head, x0, y0, person_index, image_id], np.float32)
+
+
+def decode_record(record: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The inverse of ``encode_record``: ``joints`` (K, 2) float32 source pixels with NaN where not
+    annotated, ``visible`` (K,) bool and ``head_box`` (4,) float32 source pixels."""
+    pose, meta = record.pose, record.meta
+    joints = np.where(pose[:, 2:3] > 0, pose[:, :2] + meta[4:6], np.float32(np.nan)).astype(np.float32)
+    return joints, pose[:, 3] > 0, (meta[:4] + np.tile(meta[4:6], 2)).astype(np.float32)
+
+
 def shard_name(split: str, index: int) -> str:
     """``train-00003.tar`` for ``("train", 3)``."""
     return f"{split}-{index:05d}.tar"
@@ -265,6 +297,14 @@ def write_manifest(out_dir: str | os.PathLike, manifest: dict) -> Path:
 PIXEL_CONVENTION = "continuous: pixel (i, j) covers [i, i+1) x [j, j+1), centre at +0.5"
 
 
+def scale_named(values):
+    """Generator parameters recorded before ``preset`` was renamed ``scale`` (manifests and
+    ``.synthetic.json`` markers of earlier versions), read as the same parameters today."""
+    if isinstance(values, dict) and "preset" in values and "scale" not in values:
+        values = {("scale" if k == "preset" else k): v for k, v in values.items()}
+    return values
+
+
 @dataclass(frozen=True)
 class Manifest:
     """``manifest.json`` as an object: read once (``Manifest.read``) and passed along.
@@ -306,6 +346,8 @@ class Manifest:
         """The manifest from its JSON object; unknown entries go to ``extra``."""
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in values.items() if k in names}
+        if "synthetic" in known:
+            known["synthetic"] = scale_named(known["synthetic"])
         extra = {k: v for k, v in values.items() if k not in names and k != "format_version"}
         for key in ("joint_names", "flip_pairs"):
             if key in known:
@@ -439,7 +481,8 @@ def rebuild_command(out_dir: str | os.PathLike, manifest: "Manifest | dict") -> 
     args = ["deeppose-fast", "prepare", name, "--out", str(Path(out_dir).resolve())]
     synth = manifest.get("synthetic")
     if isinstance(synth, dict):  # generated into OUT/raw: its parameters, not a source folder
-        for option, key, default in (("--preset", "preset", "small"), ("--size", "num_images", None),
+        synth = scale_named(synth)
+        for option, key, default in (("--scale", "scale", "small"), ("--size", "num_images", None),
                                      ("--generator-seed", "seed", 0)):
             if synth.get(key, default) != default:
                 args += [option, str(synth[key])]

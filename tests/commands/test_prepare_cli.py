@@ -75,8 +75,8 @@ def test_errors_are_one_line(tmp_path):
     assert "Traceback" not in result.output
     result = run("lsp", "--out", tmp_path / "o")
     assert result.exit_code == 1 and "give --source" in result.output
-    result = run("synthetic", "--preset", "huge", "--out", tmp_path / "o")
-    assert result.exit_code == 1 and "unknown preset 'huge'" in result.output
+    result = run("synthetic", "--scale", "huge", "--out", tmp_path / "o")
+    assert result.exit_code == 1 and "unknown scale 'huge'" in result.output
     result = run("flic")
     assert result.exit_code == 2 and "Invalid value" in result.output
 

@@ -19,7 +19,7 @@ import pytest
 import scipy.io
 
 from deeppose_fast import codec, datasets, skeleton
-from deeppose_fast.datasets import DatasetError, DatasetWarning, shards, synthetic
+from deeppose_fast.datasets import DatasetError, DatasetWarning, jpeg, shards, synthetic
 from deeppose_fast.datasets import prepare as P
 
 
@@ -44,13 +44,13 @@ def copy_tree(src, dst):
 def test_jpeg_checks():
     img = np.random.default_rng(1).integers(0, 255, (37, 53, 3), dtype=np.uint8)
     data = cv2.imencode(".jpg", img)[1].tobytes()
-    assert P.check_jpeg(data) == (53, 37)
+    assert jpeg.check_jpeg(data) == (53, 37)
     with pytest.raises(ValueError, match="truncated"):
-        P.check_jpeg(data[: len(data) // 2])
+        jpeg.check_jpeg(data[: len(data) // 2])
     with pytest.raises(ValueError, match="not a JPEG"):
-        P.check_jpeg(cv2.imencode(".png", img)[1].tobytes())
+        jpeg.check_jpeg(cv2.imencode(".png", img)[1].tobytes())
     with pytest.raises(ValueError, match="truncated"):
-        P.check_jpeg(data[:40])
+        jpeg.check_jpeg(data[:40])
 
 
 # -------------------------------------------------------------------------------------------------
@@ -380,10 +380,10 @@ def test_exif_orientation(tmp_path):
     img = np.zeros((60, 90, 3), np.uint8)
     img[:, :45] = 255  # left half white: a rotation would show
     plain = cv2.imencode(".jpg", img)[1].tobytes()
-    assert P.exif_orientation(plain) == 1
-    assert P.exif_orientation(with_exif_orientation(plain, 6)) == 6
-    assert P.exif_orientation(with_exif_orientation(plain, 3, "little")) == 3
-    assert P.check_jpeg(with_exif_orientation(plain, 6)) == (90, 60)
+    assert jpeg.exif_orientation(plain) == 1
+    assert jpeg.exif_orientation(with_exif_orientation(plain, 6)) == 6
+    assert jpeg.exif_orientation(with_exif_orientation(plain, 3, "little")) == 3
+    assert jpeg.check_jpeg(with_exif_orientation(plain, 6)) == (90, 60)
     folder = tmp_path / "lsp"
     (folder / "images").mkdir(parents=True)
     xy = np.stack([rng.uniform(20, 70, (2, 14)), rng.uniform(15, 45, (2, 14))], -1)

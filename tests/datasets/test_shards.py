@@ -272,8 +272,8 @@ def test_shard_paths_checks_each_shard_against_its_index(tmp_path):
 
 @pytest.mark.parametrize("manifest, expected", [
     ({"name": "synthetic", "source_root": "/x/raw", "seed": 1701,
-      "synthetic": {"preset": "small", "num_images": 24, "seed": 0}},
-     {"name": "synthetic", "num_images": 24, "preset": "small", "sources": ()}),
+      "synthetic": {"scale": "small", "num_images": 24, "seed": 0}},
+     {"name": "synthetic", "num_images": 24, "scale": "small", "sources": ()}),
     ({"name": "mpii", "source_root": "/data/mpii-src", "split_mode": "image", "seed": 7,
       "precrop": {"enabled": True, "ext_max": 2.5, "rotation": 15.0, "scale_jitter": 0.0, "jpeg_quality": 90}},
      {"name": "mpii", "split_mode": "image", "seed": 7, "ext_max": 2.5, "max_rotation": 15.0,
@@ -295,3 +295,33 @@ def test_rebuild_command_is_a_prepare_command_with_the_recorded_settings(tmp_pat
     if manifest["name"] != "synthetic":
         expected["sources"] = (Path(manifest["source_root"]),)
     assert {k: params[k] for k in expected} == expected
+
+
+def test_record_encoding_round_trip():
+    """encode_record moves the joints and the head box into the region's frame; decode_record gives back
+    the source pixels, NaN where not annotated, with the visibility of annotated joints only."""
+    joints = np.array([[105.25, 40.5], [np.nan, np.nan], [130.0, 90.75]], np.float32)
+    visible = np.array([True, True, False])
+    head = np.array([100, 30, 120, 50], np.float32)
+    pose, meta = shards.encode_record(joints, visible, head, (100, 20), 7, 3)
+    np.testing.assert_array_equal(pose, [[5.25, 20.5, 1, 1], [0, 0, 0, 0], [30.0, 70.75, 1, 0]])
+    np.testing.assert_array_equal(meta, [0, 10, 20, 30, 100, 20, 7, 3])
+    back, vis, box = shards.decode_record(shards.Record(7, b"", pose, meta))
+    np.testing.assert_array_equal(back, joints)
+    np.testing.assert_array_equal(vis, [True, False, False])
+    np.testing.assert_array_equal(box, head)
+
+
+def test_manifest_object_round_trip(tmp_path):
+    """Manifest.write then Manifest.read (and read_manifest's dict) give back every entry, unknown ones
+    included; a generator size recorded as 'preset' by earlier versions reads as 'scale'."""
+    m = shards.Manifest(name="unit", splits={"test": {"count": 0, "shards": []}}, skeleton="lsp",
+                        joint_names=("a", "b"), flip_pairs=((0, 1),), num_joints=2, precrop={"enabled": False},
+                        synthetic={"scale": "small", "num_images": 3, "seed": 0}, extra={"note": "kept"})
+    m.write(tmp_path)
+    assert shards.Manifest.read(tmp_path) == m
+    raw = shards.read_manifest(tmp_path)
+    assert raw["format_version"] == shards.FORMAT_VERSION and raw["note"] == "kept"
+    assert raw["flip_pairs"] == [[0, 1]] and raw["joint_names"] == ["a", "b"]
+    old = {**raw, "synthetic": {"preset": "mpii", "num_images": None, "seed": 0}}
+    assert shards.Manifest.from_dict(old).synthetic == {"scale": "mpii", "num_images": None, "seed": 0}

@@ -5,10 +5,12 @@ import cv2
 import numpy as np
 import pytest
 import scipy.io
+from click.testing import CliRunner
 
 from deeppose_fast import skeleton
 from deeppose_fast.datasets import synthetic
-from deeppose_fast.datasets.synthetic import Truth
+from deeppose_fast.cli import main
+from deeppose_fast.datasets.synthetic import Truth, render
 
 MPII = skeleton.MPII
 LSP = skeleton.LSP
@@ -52,13 +54,13 @@ def test_cv2_drawing_uses_the_continuous_pixel_convention():
     gy, gx = np.mgrid[:40, :40] + 0.5
     for x, y in [(10.5, 20.5), (15.0, 12.0), (17.3, 9.8), (12.25, 14.75)]:
         for r in (3.0, 5.0, 8.0):
-            cv = synthetic._Canvas(np.zeros((40, 40, 3), np.uint8))
+            cv = render._Canvas(np.zeros((40, 40, 3), np.uint8))
             cv.circle(np.array([x, y]), r, (255, 255, 255), None, 1, 0)
             w = cv.image[..., 0].astype(float)
             assert abs((w * gx).sum() / w.sum() - x) < 0.05 and abs((w * gy).sum() / w.sum() - y) < 0.05
             ys, xs = np.nonzero(cv.label)  # the label map is not anti-aliased: a coarser match
             assert abs((xs + 0.5).mean() - x) < 0.25 and abs((ys + 0.5).mean() - y) < 0.25
-        cv = synthetic._Canvas(np.zeros((40, 40, 3), np.uint8))
+        cv = render._Canvas(np.zeros((40, 40, 3), np.uint8))
         a, b = np.array([x - 6, y - 3]), np.array([x + 6, y + 3])
         cv.line(a, b, 3, (255, 255, 255), None, 1, 0)
         w = cv.image[..., 0].astype(float)
@@ -109,7 +111,7 @@ def test_left_limbs_lighter_than_right():
     compared = 0
     for scene in scenes(20, occluder=0.0):
         for pid, _ in enumerate(scene.people, start=1):
-            for right, left in ((4, 7), (10, 13)):  # upper arms, thighs (labels of synthetic._PARTS)
+            for right, left in ((4, 7), (10, 13)):  # upper arms, thighs (labels of render._PARTS)
                 mr, ml = scene.label == pid * 32 + right, scene.label == pid * 32 + left
                 if mr.sum() > 30 and ml.sum() > 30:
                     assert lum(scene.image, ml) > lum(scene.image, mr)
@@ -248,13 +250,15 @@ def test_writer_errors(tmp_path):
         synthetic.write_lsp(tmp_path, 10000)
     with pytest.raises(ValueError, match="unknown format"):
         synthetic.generate(tmp_path, "coco")
-    with pytest.raises(ValueError, match="unknown preset"):
+    with pytest.raises(ValueError, match="unknown scale"):
         synthetic.generate(tmp_path, "lsp", "huge")
     with pytest.raises(FileNotFoundError, match="no synthetic ground truth"):
         Truth.load(tmp_path)
 
 
-def test_command_line(tmp_path, capsys):
-    synthetic.main([str(tmp_path / "out"), "--format", "lsp", "--num-images", "3", "--workers", "1"])
-    assert "3 images, 3 people" in capsys.readouterr().out
+def test_command_line(tmp_path):
+    result = CliRunner().invoke(main, ["synthetic", str(tmp_path / "out"), "--format", "lsp", "--size", "3",
+                                       "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "3 images, 3 people" in result.output
     assert scipy.io.loadmat(tmp_path / "out" / "joints.mat")["joints"].shape == (3, 14, 3)
