@@ -11,7 +11,7 @@ folder to ``ckpt-XXXXXXXX.old-PID`` for the moment of the swap, and retention re
 ``ckpt-XXXXXXXX.del-PID`` before deleting it (a half-deleted folder never looks complete). A writer killed mid-write (SIGKILL, power
 loss) leaves such folders behind; ``clean_leftovers`` removes them (see there for when), and ``save``
 calls it. A checkpoint never holds a NaN or infinite value (``NonFiniteError``). ``meta.json`` holds everything
-needed to rebuild the network without the training config (``model``), so ``eval``/``predict``/``export``
+needed to rebuild the network without the training config (``model``: ``ModelSpec.to_dict()``), so ``eval``/``predict``/``export``
 take a checkpoint alone.
 """
 from __future__ import annotations
@@ -25,6 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from deeppose_fast import model as model_lib
+from deeppose_fast.config import SETTINGS as TRAIN_SETTINGS, TrainConfig
+from deeppose_fast.specs import ModelSpec
 
 FORMAT = "deeppose-fast-checkpoint/1"
 _NAME = re.compile(r"^ckpt-(\d{8})$")
@@ -54,8 +58,22 @@ class Checkpoint:
         return int(self.meta["num_joints"])
 
     @property
+    def model_spec(self) -> ModelSpec:
+        """The network it holds: the ``model`` block (``ModelSpec.to_dict()``); a field that an older
+        checkpoint lacks takes its default (the network those versions built)."""
+        return ModelSpec.from_dict(self.meta["model"])
+
+    @property
     def model_settings(self) -> dict:
-        return dict(self.meta["model"])
+        """The ``model`` block as a dict (kept for callers not yet on ``model_spec``)."""
+        return self.model_spec.to_dict()
+
+    @property
+    def test_extension(self) -> float:
+        """The test crop's box extension of the run that wrote it (its configuration's; settings it does
+        not record take their defaults)."""
+        saved = self.meta.get("config") or {}
+        return TrainConfig.from_dict({k: v for k, v in saved.items() if k in TRAIN_SETTINGS}).test_extension
 
 
 def _fsync_dir(path: Path) -> None:
@@ -275,16 +293,11 @@ def assign(ckpt: Checkpoint, group: str, variables, strict_names: bool = False) 
 
 
 def build_model(ckpt: Checkpoint, expect_joints: int | None = None, split_groups: bool | None = None):
-    """The network a checkpoint was trained with, holding its weights (``model`` group)."""
-    from deeppose_fast.model import build_regressor
-
+    """The network a checkpoint was trained with (``model.build(ckpt.model_spec, ...)``), holding its
+    weights (``model`` group)."""
     if expect_joints is not None and ckpt.num_joints != expect_joints:
         raise CheckpointError(f"{ckpt.path}: trained for {ckpt.num_joints} joints "
                               f"({ckpt.meta.get('skeleton', '?')}), but the data has {expect_joints}")
-    s = ckpt.model_settings
-    model = build_regressor(ckpt.num_joints, input_size=int(s["input_size"]), width=float(s["width"]),
-                            fc_units=int(s["fc_units"]), dropout=float(s.get("dropout", 0.0)),
-                            split_groups=split_groups, norm=str(s.get("norm", "lrn")),
-                            pool5=bool(s.get("pool5", True)))
+    model = model_lib.build(ckpt.model_spec, ckpt.num_joints, split_groups=split_groups)
     assign(ckpt, "model", model.variables)
     return model

@@ -24,36 +24,42 @@ reference on purpose, and only there (each measured on the synthetic set, see th
 - MPII's crop extension 1.0-1.2 (the synthetic set is in MPII's format), so the test crop is 1.2.
 Command and cost: ``deeppose-fast train --preset synthetic-cpu``: 3000 steps, stopped at 9.5 minutes at
 the latest (a checkpoint is written either way).
+
+Settings by name. The network (``TrainConfig.model``, a ``ModelSpec``) and the crop recipe
+(``TrainConfig.augment``, an ``AugmentSpec``) are carried whole, but every setting has one flat name
+(``width``, ``rotation``, ``batch_size``): the name of its command-line option (``--width``), of its key in
+a preset, in ``replace(...)`` and in ``to_dict()`` (``config.json`` and a checkpoint's ``config``).
+``SETTINGS`` lists them all; a field added to a spec is a setting everywhere without another edit.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, fields
-from typing import Any
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any, NamedTuple
+
+from deeppose_fast.specs import AugmentSpec, ModelSpec
+
+# TrainConfig fields holding a spec, and the spec's class: their fields are settings by their own names.
+SPECS: dict[str, type] = {"model": ModelSpec, "augment": AugmentSpec}
 
 
 @dataclass
 class TrainConfig:
     """Every training setting; each one can be overridden on the command line (``--batch-size 64``).
 
-    Learning rates are per rank before scaling: with ``scale_lr`` the rate is multiplied by the number
-    of ranks, reached linearly over ``warmup_steps``.
+    ``model`` and ``augment`` are whole specs; their fields are set by flat name (see the module
+    docstring). Learning rates are per rank before scaling: with ``scale_lr`` the rate is multiplied by
+    the number of ranks, reached linearly over ``warmup_steps``.
     """
 
     preset: str = "custom"
     data: str = "data/synthetic"  # prepared shard folder (manifest.json + tar shards)
     out: str = "runs/custom"  # checkpoints, logs, TensorBoard summaries
     weights: str = ""  # ImageNet initialisation: bvlc_alexnet.tf (TF1 checkpoint) or bvlc_alexnet.npy
-    # network
-    input_size: int = 227
-    width: float = 1.0
-    fc_units: int = 4096
-    dropout: float = 0.6
-    init: str = "dtf"  # dtf | he (random initialisation)
-    norm: str = "lrn"  # lrn | batchnorm (norm1, norm2, and after conv3-5)
-    pool5: bool = True
+    model: ModelSpec = field(default_factory=ModelSpec)  # the network
     # optimisation
     batch_size: int = 128  # per rank
     loss: str = "l2"  # l2 (DTF) | l1 (sum of absolute errors, same normalisation)
@@ -68,17 +74,11 @@ class TrainConfig:
     scale_lr: bool = False  # multiply the learning rates by the number of ranks
     warmup_steps: int = 0  # linear warm-up to the scaled rate
     seed: int = 1701
-    # augmentation (DTF crop recipe)
-    ext_min: float = 1.5
-    ext_max: float = 2.0
-    shift: float = 0.1
-    flip: bool = True
-    rotation: float = 0.0
-    scale_jitter: float = 0.0
+    augment: AugmentSpec = field(default_factory=AugmentSpec)  # the training crop (DTF recipe)
     # evaluation during training
     eval_every: int = 250
     eval_batch_size: int = 128
-    eval_extension: float = 0.0  # test crop extension; 0 = ext_max, as DTF
+    eval_extension: float = 0.0  # test crop extension; 0 = augment.test_extension
     eval_limit: int = 0  # evaluate on the first N test people only; 0 = all
     # bookkeeping
     log_every: int = 20
@@ -97,6 +97,7 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
+        """Range checks of the training settings (the specs check their own when built)."""
         def need(cond, msg):
             if not cond:
                 raise ValueError(f"invalid training setting: {msg}")
@@ -106,47 +107,98 @@ class TrainConfig:
             value = getattr(self, f.name)
             need(not isinstance(value, float) or math.isfinite(value),
                  f"{f.name} must be a finite number, got {value}")
+        for name, cls in SPECS.items():
+            need(isinstance(getattr(self, name), cls), f"{name} must be a {cls.__name__}")
         need(self.optimizer in ("adagrad", "adam", "momentum"),
              f"optimizer must be adagrad, adam or momentum, got {self.optimizer!r}")
         # fp16 would need loss scaling across two optimisers; bf16 has float32's range and needs none.
         need(self.mixed_precision in ("off", "bf16"),
              f"mixed_precision must be off or bf16, got {self.mixed_precision!r}")
-        need(self.init in ("dtf", "he"), f"init must be dtf or he, got {self.init!r}")
-        need(self.norm in ("lrn", "batchnorm"), f"norm must be lrn or batchnorm, got {self.norm!r}")
         need(self.lr_schedule in ("constant", "cosine"), f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
         need(self.loss in ("l2", "l1"), f"loss must be l2 or l1, got {self.loss!r}")
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         need(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
-        need(0 < self.ext_min <= self.ext_max, f"need 0 < ext_min <= ext_max, got {self.ext_min}, {self.ext_max}")
         need(self.conv_lr >= 0 and self.fc_lr >= 0, "learning rates must be >= 0")
+        need(self.eval_extension >= 0, f"eval_extension must be >= 0 (0 = the recipe's), got {self.eval_extension}")
         need(self.ckpt_every >= 1 and self.eval_every >= 0 and self.log_every >= 1,
              "ckpt_every and log_every must be >= 1, eval_every >= 0")
         need(self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         need(self.data_segment_steps >= 1, "data_segment_steps must be >= 1")
-        need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
 
     @property
     def test_extension(self) -> float:
-        return self.eval_extension if self.eval_extension > 0 else self.ext_max
+        """The test crop's box extension: ``eval_extension``, or the recipe's (``AugmentSpec``) when 0."""
+        return self.eval_extension if self.eval_extension > 0 else self.augment.test_extension
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every setting by its flat name (the specs' fields beside the others)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out.update(value.to_dict() if f.name in SPECS else {f.name: value})
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        """The configuration from settings by flat name (``to_dict``'s form; missing ones take their
+        defaults). Raises ``ValueError`` for an unknown or invalid setting."""
+        unknown = sorted(set(d) - set(SETTINGS))
         if unknown:
             raise ValueError(f"unknown training settings {unknown}")
-        return cls(**d)
+        own = {k: v for k, v in d.items() if SETTINGS[k].holder == k}
+        try:
+            specs = {name: spec.from_dict(d) for name, spec in SPECS.items()}
+        except ValueError as e:
+            raise ValueError(f"invalid training setting: {e}") from None
+        return cls(**own, **specs)
 
     def replace(self, **overrides) -> "TrainConfig":
-        """A copy with ``overrides`` applied (None values are ignored); unknown names are an error."""
+        """A copy with ``overrides`` (settings by flat name) applied; None values are ignored, unknown names
+        are an error."""
         overrides = {k: v for k, v in overrides.items() if v is not None}
         return TrainConfig.from_dict({**self.to_dict(), **overrides})
+
+
+class Setting(NamedTuple):
+    """One training setting: its flat name, the ``TrainConfig`` field holding it (``holder``: the
+    field itself, or ``model`` / ``augment`` for a spec's field), its type and base default."""
+
+    name: str
+    holder: str
+    type: type
+    default: Any
+
+
+def _settings() -> dict[str, Setting]:
+    """Every setting by flat name, in ``TrainConfig``'s order with each spec's fields in its place."""
+    out: dict[str, Setting] = {}
+    for f in fields(TrainConfig):
+        owner = SPECS.get(f.name, TrainConfig)
+        hints = typing.get_type_hints(owner)
+        inner = fields(owner) if f.name in SPECS else [f]
+        for g in inner:
+            if g.name in out:  # a spec field named like another setting would have two meanings
+                raise TypeError(f"the training setting {g.name!r} is defined twice")
+            default = g.default_factory() if g.default is dataclasses.MISSING else g.default
+            out[g.name] = Setting(g.name, f.name, hints[g.name], default)
+    return out
+
+
+SETTINGS = _settings()
+
+
+def option(name: str, value: Any = None) -> str:
+    """The command-line option of setting ``name`` (``--batch-size``), or the option that sets it to
+    ``value`` (``--batch-size 64``; ``--flip`` / ``--no-flip`` for a bool)."""
+    flag = name.replace("_", "-")
+    if value is None:
+        return f"--{flag}"
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag} {value}"
 
 
 _REFERENCE = dict(input_size=227, width=1.0, fc_units=4096, dropout=0.6, batch_size=128,
@@ -177,7 +229,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset(name: str, **overrides) -> TrainConfig:
-    """The preset ``name`` with ``overrides`` (None values ignored)."""
+    """The preset ``name`` with ``overrides`` (settings by flat name; None values ignored)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
-    return TrainConfig(preset=name, **PRESETS[name]).replace(**overrides)
+    return TrainConfig.from_dict({**PRESETS[name], "preset": name}).replace(**overrides)

@@ -11,13 +11,16 @@ fc6 4096, ReLU, dropout; fc7 4096, ReLU, dropout; fc8 2K (linear).
 Random initialisation as DTF: truncated normal std 0.01 (conv1-5, fc8), 0.005 (fc6, fc7); biases
 0, 0.1, 0, 0.1, 0.1 (conv1-5), 0.1, 0.1 (fc6, fc7), 0 (fc8).
 
-``width`` scales every channel count and ``fc_units`` the fc6/fc7 width: ``width=1, fc_units=4096,
-input_size=227`` is the reference network; smaller values give the CPU smoke preset's reduced variant.
+The network is built from a ``ModelSpec`` (``build(spec, num_joints)``): ``width`` scales every channel
+count and ``fc_units`` the fc6/fc7 width; ``ModelSpec()`` (227 px, width 1, 4096 units) is the reference
+network, smaller values give the CPU smoke preset's reduced variant.
 """
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
+
+from deeppose_fast.specs import ModelSpec
 
 CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 FC_LAYERS = ("fc6", "fc7", "fc8")
@@ -103,45 +106,33 @@ def _channels(n: int, width: float) -> int:
     return max(2, int(round(n * width / 2.0)) * 2)
 
 
-def build_regressor(num_joints: int, input_size: int = 227, width: float = 1.0, fc_units: int = 4096,
-                    dropout: float = 0.6, name: str = "deeppose_alexnet",
-                    split_groups: bool | None = None, init: str = "dtf", norm: str = "lrn",
-                    pool5: bool = True) -> keras.Model:
-    """The AlexNet regressor.
+def build(spec: ModelSpec, num_joints: int, split_groups: bool | None = None,
+          name: str = "deeppose_alexnet") -> keras.Model:
+    """The AlexNet regressor that ``spec`` describes (the one builder: training, benchmarks, checkpoints).
 
     Args:
+        spec: the network settings (``ModelSpec``: input size S, width, fc units, dropout, init, norm,
+            pool5; see there).
         num_joints: K; the output has 2K units.
-        input_size: S, the square input side (227 for the reference).
-        width: channel multiplier for conv1-5 (1.0 = 96/256/384/384/256).
-        fc_units: width of fc6 and fc7 (4096 for the reference).
-        dropout: drop rate after fc6 and fc7 (DTF: 0.6).
         split_groups: run grouped layers as split convolutions (None: yes unless a GPU is visible);
             the weights are the same either way.
-        init: ``"dtf"`` (the reference's truncated normals and constant biases) or ``"he"`` (He normal
-            kernels, zero biases: keeps the signal's scale in a narrow network; CPU preset only).
-        norm: ``"lrn"`` (the reference) or ``"batchnorm"`` (norm1/norm2 as batch normalisation, as the
-            Chainer DeepPose does, and batch normalisation after conv3-5 too; CPU preset only).
-        pool5: keep the last max-pool. At 113 px dropping it gives fc6 the same 6x6 grid the reference
-            has at 227 px (CPU preset only).
     Returns:
         A functional Keras model, input ``(B, S, S, 3)`` float, output ``(B, 2K)`` float32.
+
+    ``init="he"`` (He normal kernels, zero biases) keeps the signal's scale in a narrow network;
+    ``norm="batchnorm"`` makes norm1/norm2 batch normalisation (as the Chainer DeepPose does) and adds
+    it after conv3-5; ``pool5=False`` gives fc6 at 113 px the 6x6 grid the reference has at 227 px (all
+    three: the CPU preset only).
     """
     if num_joints < 1:
         raise ValueError(f"num_joints must be positive, got {num_joints}")
-    if input_size < 67:
+    if spec.input_size < 67:
         # Below 67 px the three VALID 3/2 pools leave no spatial extent.
-        raise ValueError(f"input_size must be at least 67 pixels, got {input_size}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-
-    if init not in ("dtf", "he"):
-        raise ValueError(f"init must be 'dtf' or 'he', got {init!r}")
-    if norm not in ("lrn", "batchnorm"):
-        raise ValueError(f"norm must be 'lrn' or 'batchnorm', got {norm!r}")
-    init_kind = init
+        raise ValueError(f"input_size must be at least 67 pixels, got {spec.input_size}")
+    width, norm = spec.width, spec.norm
 
     def init(i):
-        if init_kind == "he":
+        if spec.init == "he":
             return keras.initializers.HeNormal(), keras.initializers.Zeros()
         return (keras.initializers.TruncatedNormal(stddev=_WEIGHT_STD[i]),
                 keras.initializers.Constant(_BIAS_INIT[i]))
@@ -163,7 +154,7 @@ def build_regressor(num_joints: int, input_size: int = 227, width: float = 1.0, 
     def pool(x, name):
         return keras.layers.MaxPooling2D(3, 2, padding="valid", name=name)(x)
 
-    inputs = keras.Input((input_size, input_size, 3), name="image")
+    inputs = keras.Input((spec.input_size, spec.input_size, 3), name="image")
     x = conv(inputs, 0, _channels(96, width), 11, strides=4)
     x = pool(normalise(x, "norm1"), "pool1")
     x = conv(x, 1, _channels(256, width), 5, groups=2)
@@ -177,19 +168,26 @@ def build_regressor(num_joints: int, input_size: int = 227, width: float = 1.0, 
     x = conv(x, 4, _channels(256, width), 3, groups=2)
     if norm == "batchnorm":
         x = keras.layers.BatchNormalization(name="bn5")(x)
-    if pool5:
+    if spec.pool5:
         x = pool(x, "pool5")
     x = keras.layers.Flatten(name="flatten")(x)  # NHWC order, as DTF's tf.reshape
     for i, layer in ((5, "fc6"), (6, "fc7")):
         k_init, b_init = init(i)
-        x = keras.layers.Dense(fc_units, activation="relu", kernel_initializer=k_init,
+        x = keras.layers.Dense(spec.fc_units, activation="relu", kernel_initializer=k_init,
                                bias_initializer=b_init, name=layer)(x)
-        x = keras.layers.Dropout(dropout, name=f"drop{layer[2:]}")(x)
+        x = keras.layers.Dropout(spec.dropout, name=f"drop{layer[2:]}")(x)
     k_init, b_init = init(7)
     # The regression output stays float32 under mixed precision.
     outputs = keras.layers.Dense(2 * num_joints, kernel_initializer=k_init, bias_initializer=b_init,
                                  dtype="float32", name="fc8")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def build_regressor(num_joints: int, *settings, split_groups: bool | None = None,
+                    name: str = "deeppose_alexnet", **named) -> keras.Model:
+    """``build(ModelSpec(*settings, **named), num_joints)``: the settings spelled out, positionally in
+    ``ModelSpec``'s field order or by name (tests build small networks this way)."""
+    return build(ModelSpec(*settings, **named), num_joints, split_groups=split_groups, name=name)
 
 
 def split_variables(model: keras.Model) -> tuple[list, list]:

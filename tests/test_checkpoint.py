@@ -6,25 +6,26 @@ import json
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow")
-import keras  # noqa: E402
+import keras
+import tensorflow as tf
 
-from deeppose_fast import checkpoint  # noqa: E402
-from deeppose_fast.model import build_regressor  # noqa: E402
+from deeppose_fast import checkpoint
+from deeppose_fast import model
+from deeppose_fast.specs import ModelSpec
 
-SETTINGS = dict(input_size=67, width=0.25, fc_units=16, dropout=0.0)
+SPEC = ModelSpec(input_size=67, width=0.25, fc_units=16, dropout=0.0)
 
 
 def _tiny(seed, joints=3):
     keras.utils.set_random_seed(seed)
-    m = build_regressor(joints, **SETTINGS)
+    m = model.build(SPEC, joints)
     opt = keras.optimizers.Adagrad(0.1, initial_accumulator_value=1e-4)
     opt.build(m.trainable_variables)
     return m, opt
 
 
 def _meta(joints=3):
-    return {"num_joints": joints, "skeleton": "lsp", "model": dict(SETTINGS)}
+    return {"num_joints": joints, "skeleton": "lsp", "model": SPEC.to_dict()}
 
 
 def test_round_trip_weights_and_slots(tmp_path):
@@ -169,3 +170,27 @@ def test_leftovers_of_killed_writers_are_cleaned(tmp_path):
     assert checkpoint.load(tmp_path / "ckpt-00000005").step == 5
     # once the writer is gone, its folder goes too
     assert checkpoint.clean_leftovers(tmp_path) == [f"removed ckpt-00000006.tmp-{alive.pid}"]
+
+
+def test_the_model_block_is_the_spec_and_older_blocks_take_defaults(tmp_path):
+    m, _ = _tiny(0)
+    checkpoint.save(tmp_path, 1, {"model": m.variables}, _meta())
+    ck = checkpoint.load(tmp_path)
+    assert ck.meta["model"] == SPEC.to_dict() and ck.model_spec == SPEC
+    # a block written before ``init``, ``norm`` and ``pool5`` existed: the network those versions built
+    older = {k: v for k, v in SPEC.to_dict().items() if k not in ("init", "norm", "pool5")}
+    meta_file = ck.path / "meta.json"
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "model": older}))
+    again = checkpoint.load(tmp_path)
+    assert again.model_spec == SPEC.replace(init="dtf", norm="lrn", pool5=True)
+    x = np.random.default_rng(0).normal(size=(1, 67, 67, 3)).astype("float32")
+    np.testing.assert_array_equal(checkpoint.build_model(again)(x).numpy(), m(x).numpy())
+
+
+@pytest.mark.parametrize("config, extension", [({}, 2.0), ({"ext_min": 1.0, "ext_max": 1.2}, 1.2),
+                                               ({"ext_max": 1.2, "ext_min": 1.0, "eval_extension": 1.5}, 1.5),
+                                               ({"ext_max": 2.0, "retired_setting": 1}, 2.0)])
+def test_test_extension_of_the_run(tmp_path, config, extension):
+    m, _ = _tiny(0)
+    checkpoint.save(tmp_path, 1, {"model": m.variables}, {**_meta(), "config": config})
+    assert checkpoint.load(tmp_path).test_extension == extension

@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow")
-import keras  # noqa: E402
+import keras
+import tensorflow as tf
 
-from deeppose_fast import model as M  # noqa: E402
+from deeppose_fast import model as M
+from deeppose_fast.specs import ModelSpec
 
 tf.config.threading.set_intra_op_parallelism_threads(2)
 
@@ -15,7 +16,7 @@ tf.config.threading.set_intra_op_parallelism_threads(2)
 @pytest.fixture(scope="module")
 def reference():
     keras.utils.set_random_seed(0)
-    return M.build_regressor(14)
+    return M.build(ModelSpec(), 14)
 
 
 def test_reference_layer_shapes(reference):
@@ -50,7 +51,7 @@ def test_reference_initialisation(reference):
 
 def test_output_and_variable_split():
     keras.utils.set_random_seed(1)
-    m = M.build_regressor(16, input_size=67, width=0.25, fc_units=32, dropout=0.0)
+    m = M.build(ModelSpec(input_size=67, width=0.25, fc_units=32, dropout=0.0), 16)
     out = m(np.random.rand(3, 67, 67, 3).astype("float32"))
     assert out.shape == (3, 32)
     conv, fc = M.split_variables(m)
@@ -95,7 +96,7 @@ def test_pose_loss_hand_computed():
 
 
 def test_cpu_variant_options():
-    m = M.build_regressor(14, input_size=113, width=0.5, fc_units=64, init="he", norm="batchnorm")
+    m = M.build(ModelSpec(input_size=113, width=0.5, fc_units=64, init="he", norm="batchnorm"), 14)
     assert isinstance(m.get_layer("norm1"), keras.layers.BatchNormalization)
     conv, fc = M.split_variables(m)  # batchnorm scale/offset (norm1, norm2, bn3-5) go with the conv variables
     assert len(conv) == 10 + 5 * 2 and len(fc) == 6
@@ -110,4 +111,4 @@ def test_cpu_variant_options():
                                            ({"num_joints": 14, "norm": "layer"}, "norm")])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        M.build_regressor(**kwargs)
+        M.build(ModelSpec(**{k: v for k, v in kwargs.items() if k != "num_joints"}), kwargs["num_joints"])

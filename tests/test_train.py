@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import signal
 
+import keras
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow")
-
-from deeppose_fast import checkpoint, config, train  # noqa: E402
+from deeppose_fast import checkpoint, config, run_folder, train, train_state
+from deeppose_fast import model as model_lib
 
 S, K, B = 67, 2, 8
 
@@ -50,7 +50,7 @@ def cfg_for(tmp_path, name, **kw):
                 batch_size=B, optimizer="adam", conv_lr=1e-3, fc_lr=1e-3, max_steps=8, eval_every=0,
                 ckpt_every=100, log_every=2, data_segment_steps=3, progress=False, seed=5, tf_threads=1)
     base.update(kw)
-    return config.TrainConfig(**base)
+    return config.TrainConfig.from_dict(base)
 
 
 def run(cfg, **kw):
@@ -123,11 +123,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_fix_conv_steps_trains_the_fc_layers_alone(tmp_path):
     cfg = cfg_for(tmp_path, "fix", fix_conv_steps=3, max_steps=3, dropout=0.0)
     res = run(cfg)
-    import keras
-
-    from deeppose_fast.model import build_regressor
     keras.utils.set_random_seed(cfg.seed)
-    init = build_regressor(K, S, cfg.width, cfg.fc_units, cfg.dropout)
+    init = model_lib.build(cfg.model, K)
     for name in ("conv1", "conv2", "conv5"):
         np.testing.assert_array_equal(res["model"].get_layer(name).kernel.numpy(), init.get_layer(name).kernel.numpy())
     for name in ("fc6", "fc8"):
@@ -136,13 +133,13 @@ def test_fix_conv_steps_trains_the_fc_layers_alone(tmp_path):
 
 def test_learning_rate_schedule():
     cfg = config.TrainConfig(scale_lr=True, warmup_steps=100, max_steps=1000)
-    assert train.learning_rate(0.1, 0, cfg, 1) == 0.1
-    assert train.learning_rate(0.1, 0, cfg, 4) == pytest.approx(0.1)
-    assert train.learning_rate(0.1, 50, cfg, 4) == pytest.approx(0.25)
-    assert train.learning_rate(0.1, 100, cfg, 4) == pytest.approx(0.4)
+    assert train_state.learning_rate(0.1, 0, cfg, 1) == 0.1
+    assert train_state.learning_rate(0.1, 0, cfg, 4) == pytest.approx(0.1)
+    assert train_state.learning_rate(0.1, 50, cfg, 4) == pytest.approx(0.25)
+    assert train_state.learning_rate(0.1, 100, cfg, 4) == pytest.approx(0.4)
     cos = config.TrainConfig(lr_schedule="cosine", max_steps=1000)
-    assert train.learning_rate(0.1, 500, cos, 1) == pytest.approx(0.05)
-    assert train.learning_rate(0.1, 1000, cos, 1) == pytest.approx(0.0)
+    assert train_state.learning_rate(0.1, 500, cos, 1) == pytest.approx(0.05)
+    assert train_state.learning_rate(0.1, 1000, cos, 1) == pytest.approx(0.0)
 
 
 def test_segment_seed_is_pure_and_distinct():
@@ -159,8 +156,6 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
 
 def test_xla_and_bf16_mixed_precision_step(tmp_path):
     """The GPU options run (here on CPU): XLA-compiled forward/backward and bfloat16 compute."""
-    import keras
-
     try:
         res = run(cfg_for(tmp_path, "xla", max_steps=2, xla=True, mixed_precision="bf16", loss="l1"))
         assert np.isfinite(res["loss"])
@@ -218,14 +213,14 @@ def test_a_second_run_into_a_used_folder_is_refused_before_any_work(tmp_path):
     run(cfg_for(tmp_path, "used", max_steps=4, ckpt_every=2, keep_checkpoints=1))
     before = _files(tmp_path / "used")
     calls = [0]
-    with pytest.raises(train.RunFolderError, match=r"used: already holds a training run \(checkpoints, "
+    with pytest.raises(run_folder.RunFolderError, match=r"used: already holds a training run \(checkpoints, "
                                                    r"config.json, train.log.*--resume.*new --out"):
         run(cfg_for(tmp_path, "used", max_steps=2, seed=6), dataset_factory=factory(calls))
     assert calls == [0] and _files(tmp_path / "used") == before
     # a run that died before its first checkpoint: it cannot be resumed, so the message does not say so
     (tmp_path / "crashed").mkdir()
     (tmp_path / "crashed" / "train.log").write_text("training custom ...\n")
-    with pytest.raises(train.RunFolderError, match=r"\(train.log\); it has no checkpoint to resume from: "
+    with pytest.raises(run_folder.RunFolderError, match=r"\(train.log\); it has no checkpoint to resume from: "
                                                    r"choose a new --out"):
         run(cfg_for(tmp_path, "crashed"))
     (tmp_path / "empty").mkdir()  # an existing empty folder holds no run
@@ -292,7 +287,7 @@ def test_resume_removes_half_written_checkpoints_of_a_killed_writer(tmp_path):
 
 def test_unwritable_out_is_refused_before_any_work(tmp_path):
     (tmp_path / "a-file").write_text("")
-    with pytest.raises(train.RunFolderError, match=r"a-file/run: cannot write the run there .*writable --out"):
+    with pytest.raises(run_folder.RunFolderError, match=r"a-file/run: cannot write the run there .*writable --out"):
         run(cfg_for(tmp_path, "a-file/run"))
     # on resume, a sub-folder the run writes into (TensorBoard's, here) that cannot take a file
     import shutil
@@ -300,7 +295,7 @@ def test_unwritable_out_is_refused_before_any_work(tmp_path):
     run(cfg_for(tmp_path, "resumed", max_steps=2))
     shutil.rmtree(tmp_path / "resumed" / "tensorboard")
     (tmp_path / "resumed" / "tensorboard").write_text("")
-    with pytest.raises(train.RunFolderError, match=r"resumed: cannot write the run there .*tensorboard"):
+    with pytest.raises(run_folder.RunFolderError, match=r"resumed: cannot write the run there .*tensorboard"):
         run(cfg_for(tmp_path, "resumed", max_steps=3), resume=True)
 
 
@@ -310,7 +305,7 @@ def test_read_only_out_is_refused_before_any_work(tmp_path):
     run(cfg_for(tmp_path, "ro", max_steps=2))
     (tmp_path / "ro" / "tensorboard").chmod(0o555)
     try:
-        with pytest.raises(train.RunFolderError, match=r"ro: cannot write the run there \(Permission denied"):
+        with pytest.raises(run_folder.RunFolderError, match=r"ro: cannot write the run there \(Permission denied"):
             run(cfg_for(tmp_path, "ro", max_steps=3), resume=True)
     finally:
         (tmp_path / "ro" / "tensorboard").chmod(0o755)

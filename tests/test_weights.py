@@ -7,11 +7,12 @@ import pickle
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow")
-import keras  # noqa: E402
+import keras
+import tensorflow as tf
 
-from deeppose_fast import weights  # noqa: E402
-from deeppose_fast.model import build_regressor  # noqa: E402
+from deeppose_fast import weights
+from deeppose_fast.model import build
+from deeppose_fast.specs import ModelSpec
 
 SHAPES = {"conv1": (11, 11, 3, 96), "conv2": (5, 5, 48, 256), "conv3": (3, 3, 256, 384),
           "conv4": (3, 3, 192, 384), "conv5": (3, 3, 192, 256), "fc6": (9216, 4096), "fc7": (4096, 4096),
@@ -28,7 +29,7 @@ def imagenet():
 @pytest.fixture(scope="module")
 def model():
     keras.utils.set_random_seed(0)
-    return build_regressor(14)
+    return build(ModelSpec(), 14)
 
 
 def write_tf1_checkpoint(path, layers, version=2):
@@ -102,7 +103,7 @@ def test_reduced_network_refuses_imagenet_weights(tmp_path, imagenet):
     path = tmp_path / "w.npy"
     with open(path, "wb") as f:
         np.save(f, {k: [w, b] for k, (w, b) in imagenet.items()}, allow_pickle=True)
-    small = build_regressor(14, input_size=113, width=0.5, fc_units=64)
+    small = build(ModelSpec(input_size=113, width=0.5, fc_units=64), 14)
     with pytest.raises(weights.WeightsError, match="layer 'conv1' weight has shape"):
         weights.load_imagenet(small, path)
 

@@ -6,31 +6,33 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
-import typing
 
 import click
 
-from deeppose_fast.config import PRESETS, TrainConfig
+from deeppose_fast import checkpoint, dist
+from deeppose_fast.config import PRESETS, SETTINGS, option
+from deeppose_fast.datasets import DatasetError
+from deeppose_fast.datasets.shards import ShardError
+from deeppose_fast.pipeline.dali import PipelineError
+from deeppose_fast.pipeline.native import NativeBuildError
+from deeppose_fast.train import RankLost, TrainingDiverged, train_command
 
-_SKIP = {"preset"}
+_TYPES = {int: int, float: float, str: str}
 
 
-def _field_options(func):
-    """One ``--name`` option per TrainConfig field (default None = the preset's value)."""
-    hints = typing.get_type_hints(TrainConfig)
-    for f in reversed(dataclasses.fields(TrainConfig)):
-        if f.name in _SKIP:
+def _setting_options(func):
+    """One option per training setting (``config.SETTINGS``: the network's and the crop recipe's fields
+    included), default None = the preset's value."""
+    for s in reversed(list(SETTINGS.values())):
+        if s.name == "preset":
             continue
-        opt = "--" + f.name.replace("_", "-")
-        typ = hints[f.name]
-        if typ is bool:
-            func = click.option(f"{opt}/--no-{f.name.replace('_', '-')}", f.name, default=None,
-                                help=f"(default from the preset; base {f.default})")(func)
+        help_text = f"(default from the preset; base {s.default!r})"
+        if s.type is bool:
+            func = click.option(f"{option(s.name)}/--no-{s.name.replace('_', '-')}", s.name, default=None,
+                                help=help_text)(func)
         else:
-            func = click.option(opt, f.name, type={int: int, float: float, str: str}[typ], default=None,
-                                help=f"(default from the preset; base {f.default!r})")(func)
+            func = click.option(option(s.name), s.name, type=_TYPES[s.type], default=None, help=help_text)(func)
     return func
 
 
@@ -38,7 +40,7 @@ def _field_options(func):
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
               help="training recipe (default synthetic-cpu; with --resume, the run's own settings)")
 @click.option("--resume", is_flag=True, help="continue from the newest checkpoint in --out")
-@_field_options
+@_setting_options
 def command(preset, resume, **overrides):
     """Train the AlexNet regressor (single process, or one process per GPU under horovodrun).
 
@@ -48,22 +50,8 @@ def command(preset, resume, **overrides):
     checkpoint (0 under horovodrun, whose launcher reports any non-zero exit as a failure with a
     traceback).
     """
-    from deeppose_fast import checkpoint, config, dist
-    from deeppose_fast.datasets import DatasetError
-    from deeppose_fast.datasets.shards import ShardError
-    from deeppose_fast.pipeline.dali import PipelineError
-    from deeppose_fast.pipeline.native import NativeBuildError
-    from deeppose_fast.train import RankLost, TrainingDiverged, train
-
     try:
-        if resume and preset is None:
-            # The run's own settings, from its newest checkpoint, with the command line on top.
-            out = overrides.get("out") or config.PRESETS["synthetic-cpu"]["out"]
-            ckpt = checkpoint.load(checkpoint.resolve(f"{out}/checkpoints"))
-            cfg = TrainConfig.from_dict(ckpt.meta["config"]).replace(**overrides)
-        else:
-            cfg = config.preset(preset or "synthetic-cpu", **overrides)
-        result = train(cfg, resume=resume)
+        result = train_command(preset, resume, overrides)
     except TrainingDiverged as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(3)
