@@ -201,7 +201,7 @@ def test_write_manifest_is_atomic(tmp_path, monkeypatch):
 
     def fail(*a, **k):
         raise OSError("disk full")
-    monkeypatch.setattr(shards.json, "dump", fail)
+    monkeypatch.setattr(json, "dump", fail)  # the manifest writer's json.dump
     with pytest.raises(OSError):
         shards.write_manifest(tmp_path, {"splits": {}, "name": "new"})
     assert json.loads((tmp_path / "manifest.json").read_text())["name"] == "old"
