@@ -8,6 +8,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.io
 
 from deeppose_fast.skeleton import Skeleton
 
@@ -35,8 +36,6 @@ def load_mat(path: str | os.PathLike, **kwargs) -> dict:
             ``ValueError``, ``OSError``, zlib's, ...), so any of them means a bad file; only running out
             of memory is passed on as it is.
     """
-    import scipy.io
-
     try:
         return scipy.io.loadmat(str(path), **kwargs)
     except MemoryError:

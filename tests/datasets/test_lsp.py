@@ -7,7 +7,7 @@ import pytest
 import scipy.io
 
 from deeppose_fast import datasets, skeleton
-from deeppose_fast.datasets import DatasetError, DatasetWarning
+from deeppose_fast.datasets import DatasetError, DatasetWarning, synthetic
 
 
 def write_lsp(folder, xy, flag):
@@ -143,8 +143,6 @@ def test_empty_file_is_an_error(tmp_path):
 
 
 def test_against_generator_truth(tmp_path, synthetic_lsp_dir, synthetic_lspet_dir):
-    from deeppose_fast.datasets import synthetic
-
     (tmp_path / "lsp_dataset_original").symlink_to(synthetic_lsp_dir)
     (tmp_path / "lspet_dataset").symlink_to(synthetic_lspet_dir)
     lsp_truth, lspet_truth = synthetic.Truth.load(synthetic_lsp_dir), synthetic.Truth.load(synthetic_lspet_dir)

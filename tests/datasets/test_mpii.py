@@ -9,7 +9,7 @@ import pytest
 import scipy.io
 
 from deeppose_fast import datasets, skeleton
-from deeppose_fast.datasets import DatasetError, DatasetWarning, mpii
+from deeppose_fast.datasets import DatasetError, DatasetWarning, mpii, synthetic
 
 EMPTY = np.zeros((0, 0))
 
@@ -233,8 +233,6 @@ def test_finds_files_in_extracted_archive_layout(tmp_path):
 @pytest.mark.parametrize("name", ["mpii", "synthetic"])
 def test_against_generator_truth(synthetic_mpii_dir, name):
     """The generator writes MPII's format with its quirks and saves what it drew."""
-    from deeppose_fast.datasets import synthetic
-
     truth = synthetic.Truth.load(synthetic_mpii_dir)
     count = np.isfinite(truth.joints[..., 0]).sum(1)
     rows = np.flatnonzero(truth.annotated & (count >= (16 if name == "mpii" else datasets.SYNTHETIC_MIN_JOINTS)))

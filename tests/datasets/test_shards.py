@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 import tarfile
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from deeppose_fast.commands.prepare import command as prepare_command
 from deeppose_fast.datasets import shards
 from deeppose_fast.datasets.shards import NotPreparedError, ShardError, ShardWriter
 
@@ -283,10 +285,6 @@ def test_shard_paths_checks_each_shard_against_its_index(tmp_path):
 ])
 def test_rebuild_command_is_a_prepare_command_with_the_recorded_settings(tmp_path, manifest, expected):
     """The command parses with `prepare`'s own options and gives back what the manifest records."""
-    import shlex
-
-    from deeppose_fast.commands.prepare import command as prepare_command
-
     manifest = {"splits": {"train": {"count": 2, "shards": ["train-00000.tar"]}}, **manifest}
     words = shlex.split(shards.rebuild_command(tmp_path, manifest))
     assert words[:2] == ["deeppose-fast", "prepare"]

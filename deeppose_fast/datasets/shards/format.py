@@ -82,7 +82,7 @@ def index_path(tar_path: str | os.PathLike) -> Path:
 def make_index(tar_path: str | os.PathLike, idx_path: str | os.PathLike | None = None) -> Path:
     """Write the DALI webdataset index of a tar with the ``wds2idx`` tool shipped in the nvidia-dali
     wheel (its ``IndexCreator``, which lists the tar with GNU tar). Returns the index path."""
-    try:
+    try:  # DALI's tool: loaded when a shard is written, not by every reader of the format
         from wds2idx import IndexCreator
     except ImportError as e:  # pragma: no cover - the wheel is a hard dependency
         raise ShardError("cannot import wds2idx: it ships with the nvidia-dali wheel; is it installed?") from e
