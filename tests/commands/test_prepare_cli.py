@@ -56,11 +56,11 @@ def test_options_reach_the_manifest(tmp_path, synthetic_mpii_dir):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["precrop"]["enabled"] is False and manifest["split_mode"] == "image"
     result = run("mpii", "--source", synthetic_mpii_dir, "--out", out, "--jpeg-quality", 80, "--ext-max", 1.5,
-                 "--max-rotation", 20, "--max-scale-jitter", 0.25, "--quiet", "--replace")
+                 "--max-rotation", 20, "--max-scale-jitter", 0.25, "--max-shift", 0.15, "--quiet", "--replace")
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["precrop"] == {**manifest["precrop"], "enabled": True, "jpeg_quality": 80, "ext_max": 1.5,
-                                   "rotation": 20.0, "scale_jitter": 0.25}
+                                   "rotation": 20.0, "scale_jitter": 0.25, "shift": 0.15}
 
 
 def test_errors_are_one_line(tmp_path):
