@@ -165,7 +165,7 @@ def rebuild_command(out_dir: str | os.PathLike, manifest: "Manifest | dict") -> 
     if isinstance(manifest, Manifest):
         manifest = manifest.to_dict()
 
-    name = str(manifest.get("name", "NAME"))
+    name = str(manifest.get("name") or "NAME")
     args = ["deeppose-fast", "prepare", name, "--out", str(Path(out_dir).resolve())]
     synth = manifest.get("synthetic")
     if isinstance(synth, dict):  # generated into OUT/raw: its parameters, not a source folder
