@@ -78,6 +78,19 @@ def test_predict_writes_json_and_png(snapshot, photo, tmp_path):
     other = model(np.roll(crop, 20, axis=1)[None], training=False).numpy().reshape(16, 2)
     assert np.abs(t - other).max() > 1e-2  # the answer depends on the crop, so a wrong crop would show
     np.testing.assert_allclose(p.joints, p.crop_box[:2] + (t + 0.5) * p.crop_box[2:], rtol=1e-5)
+    # independently of make_crop: at scale 1 the network sees the box's own pixels, RGB, normalised per
+    # channel; BGR, mirrored or unnormalised pixels would move the joints by far more than the tolerance
+    (q,) = predict.predict_images(model, [path], boxes=[(40, 30, 40 + S, 30 + S)], extension=1.0)
+    np.testing.assert_allclose(q.crop_box, [40, 30, S, S])
+    rgb = img[30:30 + S, 40:40 + S, ::-1]
+
+    def joints_of(pixels):
+        out = model(pixels[None].astype(np.float32), training=False).numpy().reshape(16, 2)
+        return q.crop_box[:2] + (out + 0.5) * S
+
+    np.testing.assert_allclose(q.joints, joints_of(_normalised(rgb)), atol=1e-3)
+    for wrong in (_normalised(rgb[:, :, ::-1]), _normalised(rgb[:, ::-1]), rgb):
+        assert np.abs(joints_of(wrong) - q.joints).max() > 0.05
     j, png = predict.write_outputs(p, "mpii", tmp_path / "out")
     doc = json.loads(j.read_text())
     assert [d["name"] for d in doc["joints"]] == list(skeleton.MPII.joint_names)
