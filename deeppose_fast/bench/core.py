@@ -27,11 +27,13 @@ RESULT_MARKER = "BENCH_RESULT "
 @dataclass
 class Timing:
     """Repeated measurements of one rate (items per second), warm-up excluded, with the CPU seconds
-    (user + system, all threads of the process) spent per item in each repeat."""
+    (user + system, all threads of the process) spent per item in each repeat and, when the input was
+    fetched apart (``measure_rate``'s ``fetch``), the fraction of each repeat spent waiting for it."""
 
     values: list[float]
     unit: str = "items/s"
     cpu_s_per_item: list[float] = field(default_factory=list)
+    wait_fraction: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -46,6 +48,9 @@ class Timing:
         out = {"median": self.median, "spread": self.spread, "values": self.values, "unit": self.unit}
         if self.cpu_s_per_item:
             out["cpu_s_per_1000"] = 1000 * statistics.median(self.cpu_s_per_item)
+        if self.wait_fraction:
+            out["wait_fraction"] = self.wait_fraction
+            out["wait_fraction_median"] = statistics.median(self.wait_fraction)
         return out
 
 
@@ -58,25 +63,37 @@ def spread(values) -> float:
     return (max(values) - min(values)) / 2 / m if m else 0.0
 
 
-def measure_rate(step: Callable[[], int], *, warmup: int, repeats: int, min_seconds: float = 0.0,
-                 min_calls: int = 1, unit: str = "items/s") -> Timing:
-    """Call ``step`` (which does some work and returns how many items it processed) ``warmup`` times
-    unmeasured, then ``repeats`` times measured; each repeat calls it at least ``min_calls`` times and
-    until ``min_seconds`` passed."""
+def measure_rate(step: Callable[..., int], *, warmup: int, repeats: int, min_seconds: float = 0.0,
+                 min_calls: int = 1, unit: str = "items/s", fetch: Callable[[], object] | None = None) -> Timing:
+    """The one timing loop of every stage. Call ``step`` (which does some work and returns how many items
+    it processed) ``warmup`` times unmeasured, then ``repeats`` times measured; each repeat calls it at
+    least ``min_calls`` times and until ``min_seconds`` passed. With ``fetch``, each call is
+    ``step(fetch())`` and the time blocked in ``fetch()`` is reported as ``wait_fraction`` (waiting for
+    input / total time)."""
+
+    def call() -> tuple[int, float]:
+        if fetch is None:
+            return step(), 0.0
+        t0 = time.perf_counter()
+        item = fetch()
+        waited = time.perf_counter() - t0
+        return step(item), waited
+
     for _ in range(warmup):
-        step()
-    values, cpu = [], []
+        call()
+    values, cpu, waits = [], [], []
     for _ in range(repeats):
-        items, calls, start, cpu0 = 0, 0, time.perf_counter(), time.process_time()
+        items, calls, wait, start, cpu0 = 0, 0, 0.0, time.perf_counter(), time.process_time()
         while True:
-            items += step()
-            calls += 1
+            n, waited = call()
+            items, calls, wait = items + n, calls + 1, wait + waited
             elapsed = time.perf_counter() - start
             if calls >= min_calls and elapsed >= min_seconds:
                 break
         values.append(items / elapsed)
         cpu.append((time.process_time() - cpu0) / max(items, 1))
-    return Timing(values, unit, cpu)
+        waits.append(wait / elapsed)
+    return Timing(values, unit, cpu, waits if fetch is not None else [])
 
 
 def peak_rss_mb() -> float:

@@ -3,7 +3,7 @@ spent waiting for input.
 
 The step and network are stage 2's (``train_step.build_step``, fp32); batches come from
 ``train.dali_dataset_factory`` (the ``tf.data`` DALI dataset the trainer uses: ``dali``) or from the
-OpenCV reference loader (``reference``, NumPy batches). Waiting for input = time blocked in
+OpenCV reference loader (``reference``, NumPy batches), both cropping by the preset's ``AugmentSpec``. Waiting for input = time blocked in
 ``next(iterator)`` / total step time, per timed repeat. Each source runs in its own process.
 """
 from __future__ import annotations
@@ -11,25 +11,21 @@ from __future__ import annotations
 import statistics
 import time
 
+from deeppose_fast import train
 from deeppose_fast.bench import core
 from deeppose_fast.bench.train_step import build_step, config_for, timed_steps
+from deeppose_fast.pipeline import reference
 
 SOURCES = ("dali", "reference")
 
 
 def batches_from(source: str, cfg, seed: int = 0):
-    """An endless iterator of ``(images, targets, weights)`` from ``source`` with ``cfg``'s augmentation."""
+    """An endless iterator of ``(images, targets, weights)`` from ``source`` with ``cfg``'s crop recipe."""
     if source == "dali":
-        from deeppose_fast import train
-
         return iter(train.dali_dataset_factory(cfg)(seed, 0, 1))
     if source == "reference":
-        from deeppose_fast.pipeline import reference
-
-        it = reference.train_batches(cfg.data, batch_size=cfg.batch_size, input_size=cfg.input_size,
-                                     ext_range=(cfg.ext_min, cfg.ext_max), shift=cfg.shift, flip=cfg.flip,
-                                     rotation=cfg.rotation, scale_jitter=cfg.scale_jitter, seed=seed,
-                                     num_threads=cfg.num_threads)
+        it = reference.train_batches(cfg.data, batch_size=cfg.batch_size, input_size=cfg.model.input_size,
+                                     augment=cfg.augment, seed=seed, num_threads=cfg.num_threads)
         return ((b["images"], b["targets"], b["weights"]) for b in it)
     raise ValueError(f"unknown input source {source!r}; expected one of {SOURCES}")
 
@@ -53,10 +49,17 @@ def run(data, *, preset: str, batch_size: int, input_size: int, num_joints: int,
     params = {"data": str(data), "preset": preset, "batch_size": batch_size, "input_size": input_size,
               "num_joints": num_joints, "warmup": warmup, "repeats": repeats, "batches": batches,
               "seconds": seconds, "threads": threads, "tf_threads": tf_threads}
-    stage = core.compare("end_to_end", "sources", list(sources), SOURCES, params, rounds, timeout=timeout)
+    stage = core.compare("end-to-end", "sources", list(sources), SOURCES, params, rounds, timeout=timeout)
     for row in stage["rows"]:  # over every repeat of every round
         row["wait_fraction_median"] = statistics.median(row["wait_fraction"])
     return stage
+
+
+def measure(s, data, num_joints: int) -> dict:
+    """The stage for the runner's resolved ``Settings`` ``s``."""
+    return run(data, preset=s.preset, batch_size=s.batch_size, input_size=s.input_size, num_joints=num_joints,
+               sources=s.sources, batches=s.train_batches, rounds=s.rounds, threads=s.threads,
+               warmup=s.warmup, repeats=s.repeats, seconds=s.seconds, timeout=s.timeout)
 
 
 def markdown(stage: dict) -> str:

@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
+from deeppose_fast import dist, train
 from deeppose_fast.bench import core
 from deeppose_fast.bench.train_step import build_step, config_for, synthetic_batch, timed_steps
 
@@ -36,19 +38,16 @@ def horovodrun_exe() -> str:
 
 def worker(p: dict) -> dict | None:
     """One rank's part; returns the gathered result on rank 0 and None elsewhere."""
-    from deeppose_fast import dist
-
     t0 = time.perf_counter()
     cfg = config_for(p)
-    step, model = build_step(cfg, p["num_joints"])  # configures TF threads first, then Horovod
+    step, state = build_step(cfg, p["num_joints"])  # configures TF threads first, then Horovod
+    model = state.model
     size, rank = dist.size(), dist.rank()
     if p.get("input", "synthetic") == "dali":
-        from deeppose_fast import train
-
         it = iter(train.dali_dataset_factory(cfg)(p.get("seed", 0), rank, size))
         next_batch = lambda: next(it)  # noqa: E731
     else:
-        batch = synthetic_batch(cfg.batch_size, cfg.input_size, p["num_joints"], seed=rank)
+        batch = synthetic_batch(cfg.batch_size, cfg.model.input_size, p["num_joints"], seed=rank)
         next_batch = lambda: batch  # noqa: E731
     setup_s = time.perf_counter() - t0
     res = timed_steps(step, next_batch, batch_size=cfg.batch_size, warmup=p["warmup"],
@@ -75,10 +74,6 @@ def worker(p: dict) -> dict | None:
 def _allreduce_seconds(model, repeats: int) -> float:
     """Median seconds of one allreduce of a float32 buffer as large as all trainable weights (what the
     step averages), after one untimed call; 0 alone (no collective runs)."""
-    import tensorflow as tf
-
-    from deeppose_fast import dist
-
     if dist.size() == 1:
         return 0.0
     n = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
@@ -119,6 +114,15 @@ def run(data, *, ranks=(1, 2), preset: str, batch_size: int, input_size: int, nu
     for r in rows:
         r["efficiency"] = r["median"] / base if base else float("nan")
     return {"params": {**params, "ranks": ranks}, "rows": rows}
+
+
+def measure(s, data, num_joints: int) -> dict:
+    """The stage for the runner's resolved ``Settings`` ``s``: the loader threads shared out over the
+    largest number of ranks."""
+    return run(data, ranks=s.ranks, preset=s.preset, batch_size=s.batch_size, input_size=s.input_size,
+               num_joints=num_joints, input=s.horovod_input, batches=s.train_batches,
+               threads=max(1, s.threads // max(s.ranks)), warmup=s.warmup, repeats=s.repeats, seconds=s.seconds,
+               timeout=s.timeout)
 
 
 def markdown(stage: dict) -> str:

@@ -21,9 +21,12 @@ import sys
 import tempfile
 import time
 
+import numba
 import numpy as np
 
+from deeppose_fast import skeleton
 from deeppose_fast.bench import core
+from deeppose_fast.metrics import evaluate, kernels
 
 CASES = (("lsp", "dtf"), ("mpii", "official"))
 DEFAULT_SIZES = (2_000, 100_000, 1_000_000)
@@ -33,7 +36,6 @@ FIRST_CALL_RUNS = ("cold", "cached", "cached + scipy")
 
 def make_data(n: int, dataset: str, seed: int = 0, dtype=np.float32) -> dict:
     """Synthetic evaluation inputs: pred, gt (N, K, 2), head_box (N, 4), as ``PoseData`` holds them."""
-    from deeppose_fast import skeleton
     sk = skeleton.get(dataset)
     rng = np.random.default_rng(seed)
     k = sk.num_joints
@@ -58,7 +60,6 @@ def steady_state(sizes, repeats: int, cases=CASES) -> list[dict]:
     The two backends' calls alternate (Numba, NumPy, Numba, ...) so that each pair sees the same load on
     a shared machine; ``speedup_median`` is the median of the per-pair ratios NumPy / Numba and
     ``speedup_best`` the ratio of the fastest calls."""
-    from deeppose_fast.metrics import evaluate
     rows = []
     for n in sizes:
         for dataset, protocol in cases:
@@ -149,9 +150,6 @@ def first_call(runs=FIRST_CALL_RUNS, parallel: bool = True) -> dict:
 
 def environment() -> dict:
     """Numba's threads and threading layer, and the load average (beside ``core.system_info``)."""
-    import numba
-
-    from deeppose_fast.metrics import kernels
     try:
         layer = numba.threading_layer()
     except ValueError:  # no parallel kernel has run yet
@@ -176,10 +174,21 @@ def run(sizes=DEFAULT_SIZES, repeats: int = 5, *, include_first_call: bool = Tru
 
 
 def worker(p: dict) -> dict:
-    """The stage in a worker process (so that the runner never imports Numba)."""
+    """One run of the stage in this (worker) process."""
     return run(p["sizes"], p["repeats"], include_first_call=p.get("first_call", True),
                first_call_runs=tuple(p.get("first_call_runs", FIRST_CALL_RUNS)),
                parallel_first_call=p.get("parallel_first_call", True))
+
+
+def measure(s, data, num_joints: int) -> dict:
+    """The stage for the runner's resolved ``Settings`` ``s``, in a worker process as every stage (its
+    steady-state timings undisturbed by the runner); the record's own system block describes the machine."""
+    p = {"sizes": list(s.metrics_sizes), "repeats": max(3, s.repeats), "first_call": True,
+         "first_call_runs": ["cold", "cached"] if s.quick else list(FIRST_CALL_RUNS),
+         "parallel_first_call": not s.quick}
+    result = core.run_worker("metrics", p, timeout=s.timeout)
+    result.pop("system", None)
+    return result
 
 
 def markdown(result: dict) -> str:

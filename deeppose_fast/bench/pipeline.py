@@ -9,9 +9,9 @@ Loaders (each measured in its own process, so its peak RSS is its own):
   then per batch crop, warp and normalise with ``codec`` and the reference loader's functions. Its set-up
   (decoding the split) is reported apart, and its peak RSS grows with the data set.
 
-Same work per crop for all: DTF crop geometry (random extension, shift, flip with label swap), bilinear
-warp to S x S, per-image per-channel normalisation, NHWC float32 batches with targets and weights, on
-``threads`` worker threads. Loaders alternate over ``rounds`` rounds (A B A B ...); in each process
+Same work per crop for all: the crop recipe of the measured preset (an ``AugmentSpec``: random extension,
+shift, flip with label swap, rotation, zoom), bilinear warp to S x S, per-image per-channel
+normalisation, NHWC float32 batches with targets and weights, on ``threads`` worker threads. Loaders alternate over ``rounds`` rounds (A B A B ...); in each process
 ``warmup`` batches are discarded, then ``repeats`` timed runs of ``batches`` batches (or ``seconds``).
 """
 from __future__ import annotations
@@ -19,40 +19,39 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
 import numpy as np
 
+from deeppose_fast import config
 from deeppose_fast.bench import core
+from deeppose_fast.datasets import shards
+from deeppose_fast.pipeline import reference
+from deeppose_fast.pipeline.contract import PipelineError, gpu_available, split_info, train_draws
+from deeppose_fast.specs import AugmentSpec
 
 LOADERS = ("dali-cpu", "dali-gpu", "reference", "ram-cache")
 
 
 def default_loaders() -> list[str]:
     """dali-cpu, reference and ram-cache, plus dali-gpu where DALI sees a GPU."""
-    from deeppose_fast.pipeline.dali import gpu_available
-
     return ["dali-cpu"] + (["dali-gpu"] if gpu_available() else []) + ["reference", "ram-cache"]
 
 
 class RamCacheLoader:
     """Training batches from a split whose JPEGs were all decoded into RAM up front (as the reference
-    implementation did: about 10 GB for MPII). Yields the same dicts as ``reference.train_batches``
-    (``images``, ``targets``, ``weights``, ``crop_box``)."""
+    implementation did: about 10 GB for MPII), reshuffled every epoch. Yields the same dicts as
+    ``reference.train_batches`` (``images``, ``targets``, ``weights``, ``crop_box``) plus ``person_index``
+    (B,), each person's row in ``datasets.read()``'s arrays (from the record's meta)."""
 
-    def __init__(self, shard_dir, *, batch_size: int, input_size: int = 227, ext_range=(1.5, 2.0),
-                 shift: float = 0.1, flip: bool = True, rotation: float = 0.0, scale_jitter: float = 0.0,
+    def __init__(self, shard_dir, *, batch_size: int, input_size: int = 227, augment: AugmentSpec = AugmentSpec(),
                  seed: int = 0, num_threads: int = 2, split: str = "train"):
-        import cv2
-
-        from deeppose_fast.datasets import shards
-        from deeppose_fast.pipeline.dali import PipelineError, split_info
-
         self.info = split_info(shard_dir, split)
-        self.batch_size, self.size, self.shift = batch_size, input_size, shift
-        self.draw_args = dict(ext_range=ext_range, flip=flip, rotation=rotation, scale_jitter=scale_jitter)
+        self.batch_size, self.size, self.augment = batch_size, input_size, augment
         self.rng = np.random.default_rng(seed)
         self.pool = ThreadPoolExecutor(max(1, num_threads))
         records = [rec for tar in self.info.tars for rec in shards.iter_shard(tar)]
         self.poses = [rec.pose for rec in records]
+        self.person_index = np.array([int(rec.meta[6]) for rec in records], np.int64)
         # BGR uint8, as cv2.imdecode returns them (and as the reference implementation kept them)
         self.images = list(self.pool.map(
             lambda rec: cv2.imdecode(np.frombuffer(rec.jpeg, np.uint8), cv2.IMREAD_COLOR), records))
@@ -65,57 +64,48 @@ class RamCacheLoader:
         self._order = np.empty(0, np.int64)
 
     def _crop(self, index: int, draws: np.ndarray):
-        from deeppose_fast.pipeline import reference
-
         return reference.crop_decoded(self.images[index], self.poses[index], draws, size=self.size,
-                                      shift=self.shift, flip_perm=self.info.flip_perm)
+                                      shift=self.augment.shift, flip_perm=self.info.flip_perm)
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict:
-        from deeppose_fast import codec
-
         if len(self._order) < self.batch_size:  # a new epoch, reshuffled
             self._order = np.concatenate([self._order, self.rng.permutation(len(self.images))])
         idx, self._order = self._order[:self.batch_size], self._order[self.batch_size:]
-        draws = codec.sample_draws(self.rng, self.batch_size, **self.draw_args)
-        if self.shift == 0:
-            draws[:, 2:4] = 0
+        draws = train_draws(self.rng, self.batch_size, self.augment)
         results = list(self.pool.map(self._crop, idx, draws))
         return {"images": np.stack([im for im, _ in results]),
                 "targets": np.stack([g.targets for _, g in results]),
                 "weights": np.stack([g.weights for _, g in results]),
-                "crop_box": np.stack([g.crop_box for _, g in results])}
+                "crop_box": np.stack([g.crop_box for _, g in results]),
+                "person_index": self.person_index[idx]}
 
 
 def _make_step(loader: str, p: dict):
     """A function producing one batch of ``loader`` and returning its size, plus extra facts."""
-    common = dict(batch_size=p["batch_size"], input_size=p["input_size"], ext_range=tuple(p["ext_range"]),
-                  rotation=p.get("rotation", 0.0), scale_jitter=p.get("scale_jitter", 0.0),
-                  seed=p.get("seed", 0), num_threads=p["threads"])
+    common = dict(batch_size=p["batch_size"], input_size=p["input_size"],
+                  augment=AugmentSpec.from_dict(p.get("augment", {})), seed=p.get("seed", 0),
+                  num_threads=p["threads"])
     if loader in ("reference", "ram-cache"):
-        import cv2
-
         cv2.setNumThreads(1)  # parallelism comes from the loader's thread pool, as in DALI
         if loader == "ram-cache":
             it = RamCacheLoader(p["data"], **common)
             extra = {"cached_images": len(it.images), "cached_mib": it.cached_bytes / 2**20}
         else:
-            from deeppose_fast.pipeline import reference
-
             it, extra = reference.train_batches(p["data"], **common), {}
         return (lambda: next(it)["images"].shape[0]), extra
     if loader not in ("dali-cpu", "dali-gpu"):
         raise ValueError(f"unknown loader {loader!r}; expected one of {LOADERS}")
-    from deeppose_fast.pipeline import dali
+    from deeppose_fast.pipeline import dali  # late: loads DALI, which the other loaders' processes must not
 
     pipe = dali.build_train_pipeline(p["data"], device="gpu" if loader == "dali-gpu" else "cpu", **common)
     pipe.build()
 
     def step():
         # NumPy arrays out, as the other loaders (GPU images: including the copy to the host)
-        return dali._to_numpy(pipe.run()[0]).shape[0]
+        return dali.to_numpy(pipe.run()[0]).shape[0]
 
     return step, {}
 
@@ -133,16 +123,22 @@ def worker(p: dict) -> dict:
 
 def run(data, *, loaders=None, batch_size: int = 32, input_size: int = 227, batches: int = 20,
         seconds: float = 0.0, repeats: int = 2, rounds: int = 3, warmup: int = 3, threads: int = 2,
-        ext_range=(1.5, 2.0), rotation: float = 0.0, scale_jitter: float = 0.0, seed: int = 0,
-        timeout: float | None = None) -> dict:
-    """Measure the loaders (default: ``default_loaders()``) in interleaved rounds.
-    Returns ``{"params", "rows": [{"name", "median", "spread", "values", "cpu_s_per_1000", "setup_s",
-    "peak_rss_mib", ...}]}`` (rates in crops/s)."""
+        augment: AugmentSpec = AugmentSpec(), seed: int = 0, timeout: float | None = None) -> dict:
+    """Measure the loaders (default: ``default_loaders()``) in interleaved rounds, each cropping by
+    ``augment``. Returns ``{"params", "rows": [{"name", "median", "spread", "values", "cpu_s_per_1000",
+    "setup_s", "peak_rss_mib", ...}]}`` (rates in crops/s)."""
     params = {"data": str(data), "batch_size": batch_size, "input_size": input_size, "batches": batches,
               "seconds": seconds, "repeats": repeats, "warmup": warmup, "threads": threads,
-              "ext_range": list(ext_range), "rotation": rotation, "scale_jitter": scale_jitter, "seed": seed}
+              "augment": augment.to_dict(), "seed": seed}
     return core.compare("pipeline", "loaders", list(loaders or default_loaders()), LOADERS, params, rounds,
                         timeout=timeout)
+
+
+def measure(s, data, num_joints: int) -> dict:
+    """The stage for the runner's resolved ``Settings`` ``s``: the preset's crop recipe."""
+    return run(data, loaders=s.loaders, batch_size=s.batch_size, input_size=s.input_size, batches=s.batches,
+               rounds=s.rounds, threads=s.threads, augment=config.preset(s.preset).augment, warmup=s.warmup,
+               repeats=s.repeats, seconds=s.seconds, timeout=s.timeout)
 
 
 def markdown(stage: dict) -> str:

@@ -1,6 +1,6 @@
 """``deeppose-fast bench``: run the stages, side by side in one run, and assemble the table and JSON record.
 
-Stages (each job in its own process, see ``core``):
+Stages (``stages.STAGES``; each job in its own process, see ``core``):
 
 | stage | measures | module |
 |---|---|---|
@@ -23,19 +23,18 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from deeppose_fast import config
 from deeppose_fast.bench import core
-
-STAGES = ("pipeline", "train-step", "end-to-end", "metrics", "horovod")
-TITLES = {"pipeline": "1. Input pipeline", "train-step": "2. Training step on synthetic tensors",
-          "end-to-end": "3. End-to-end training with the real pipeline", "metrics": "4. Metric kernels",
-          "horovod": "5. Horovod scaling"}
+from deeppose_fast.bench.stages import NAMES, TITLES, load as load_stage
+from deeppose_fast.datasets import DatasetWarning, shards
+from deeppose_fast.datasets.prepare import prepare
 
 
 @dataclass
 class Settings:
     """Everything a run depends on; ``None`` fields take the mode's default (``resolve``)."""
 
-    stages: tuple[str, ...] = STAGES
+    stages: tuple[str, ...] = NAMES
     quick: bool = False
     data: str | None = None  # a prepared shard folder; None: a synthetic set prepared into cache_dir
     cache_dir: str | None = None
@@ -59,17 +58,15 @@ class Settings:
 
     def resolve(self) -> "Settings":
         """A copy with every ``None`` replaced by the default of the mode (quick or full) and machine."""
-        from deeppose_fast import config
-
-        bad = sorted(set(self.stages) - set(STAGES))
+        bad = sorted(set(self.stages) - set(NAMES))
         if bad or not self.stages:
-            raise ValueError(f"unknown stages {bad}; expected some of {', '.join(STAGES)}")
+            raise ValueError(f"unknown stages {bad}; expected some of {', '.join(NAMES)}")
         gpu = bool(core.gpu_names())
         q = self.quick
         preset = self.preset or ("synthetic-cpu" if q or not gpu else "mpii-scratch")
         base = config.preset(preset)
         defaults = dict(
-            preset=preset, batch_size=base.batch_size, input_size=base.input_size,
+            preset=preset, batch_size=base.batch_size, input_size=base.model.input_size,
             repeats=2 if q else 3, rounds=1 if q else 2, seconds=0.0 if q else 2.0, warmup=1 if q else 3,
             batches=3 if q else 20, threads=min(4, core.usable_cpus()) if not gpu else 8,
             sources=("dali",) if q else ("dali", "reference"),
@@ -88,16 +85,11 @@ class Settings:
 def prepared_data(s: Settings) -> tuple[Path, dict]:
     """The shard folder to measure (``s.data``, or a synthetic set prepared once into the cache) and a
     summary of its manifest."""
-    from deeppose_fast.datasets import shards
-
     if s.data:
         path = Path(s.data).expanduser().resolve()
     else:
         path = Path(s.cache_dir) / f"synthetic-{s.synthetic_images}"
         if not (path / shards.MANIFEST).is_file():  # the manifest is written last: its absence = incomplete
-            from deeppose_fast.datasets import DatasetWarning
-            from deeppose_fast.datasets.prepare import prepare
-
             with warnings.catch_warnings():  # the generator's people without joints are skipped, with a warning
                 warnings.simplefilter("ignore", DatasetWarning)
                 prepare("synthetic", path, num_images=s.synthetic_images, workers=2, progress=False)
@@ -108,41 +100,6 @@ def prepared_data(s: Settings) -> tuple[Path, dict]:
     return path, {"path": str(path), "name": m.get("name"), "num_joints": int(m["num_joints"]),
                   "train_people": int(m["splits"]["train"]["count"]),
                   "train_shards": len(m["splits"]["train"]["shards"])}
-
-
-def _run_stage(name: str, s: Settings, data: Path, k: int) -> dict:
-    from deeppose_fast.bench import end_to_end, horovod, metrics, pipeline, train_step
-
-    net = dict(preset=s.preset, batch_size=s.batch_size, input_size=s.input_size)
-    timed = dict(warmup=s.warmup, repeats=s.repeats, seconds=s.seconds, timeout=s.timeout)
-    cfg = _preset_config(s)
-    ext = (cfg.ext_min, cfg.ext_max)
-    if name == "pipeline":
-        return pipeline.run(data, loaders=s.loaders, batch_size=s.batch_size, input_size=s.input_size,
-                            batches=s.batches, rounds=s.rounds, threads=s.threads, ext_range=ext, **timed)
-    if name == "train-step":
-        return train_step.run(num_joints=k, variants=s.variants, batches=s.train_batches, rounds=s.rounds,
-                              **net, **timed)
-    if name == "end-to-end":
-        return end_to_end.run(data, num_joints=k, sources=s.sources, batches=s.train_batches,
-                              rounds=s.rounds, threads=s.threads, **net, **timed)
-    if name == "metrics":
-        p = {"sizes": list(s.metrics_sizes), "repeats": max(3, s.repeats), "first_call": True,
-             "first_call_runs": ["cold", "cached"] if s.quick else list(metrics.FIRST_CALL_RUNS),
-             "parallel_first_call": not s.quick}
-        result = core.run_worker("metrics", p, timeout=s.timeout)
-        result.pop("system", None)  # the record's own system block says it
-        return result
-    if name == "horovod":
-        return horovod.run(data, ranks=s.ranks, num_joints=k, input=s.horovod_input,
-                           batches=s.train_batches, threads=max(1, s.threads // max(s.ranks)), **net, **timed)
-    raise ValueError(name)
-
-
-def _preset_config(s: Settings):
-    from deeppose_fast import config
-
-    return config.preset(s.preset)
 
 
 def run(settings: Settings, *, command: str = "", log=print) -> dict:
@@ -158,7 +115,7 @@ def run(settings: Settings, *, command: str = "", log=print) -> dict:
         log(f"[bench] {TITLES[name]} ...")
         t = time.time()
         try:
-            record["stages"][name] = _run_stage(name, s, data, summary["num_joints"])
+            record["stages"][name] = load_stage(name).measure(s, data, summary["num_joints"])
             record["stages"][name]["wall_s"] = round(time.time() - t, 1)
         except (RuntimeError, ValueError, OSError) as e:
             record["errors"][name] = str(e)
@@ -170,10 +127,6 @@ def run(settings: Settings, *, command: str = "", log=print) -> dict:
 
 def markdown(record: dict) -> str:
     """The record as a readable Markdown report: header, then one table per stage."""
-    from deeppose_fast.bench import end_to_end, horovod, metrics, pipeline, train_step
-
-    render = {"pipeline": pipeline.markdown, "train-step": train_step.markdown,
-              "end-to-end": end_to_end.markdown, "metrics": metrics.markdown, "horovod": horovod.markdown}
     sysi, d = record["system"], record["data"]
     versions = ", ".join(f"{k} {v}" for k, v in sysi["versions"].items())
     lines = [f"# deeppose-fast bench, {record['date']}", "",
@@ -184,9 +137,9 @@ def markdown(record: dict) -> str:
              f"- software: Python {sysi['python']}, {versions}",
              f"- data: {d['path']} ({d['name']}, {d['train_people']} train people, {d['num_joints']} joints)",
              f"- wall time {record['wall_s']} s", ""]
-    for name in STAGES:
+    for name in NAMES:
         if name in record["stages"]:
-            lines += [f"## {TITLES[name]}", "", render[name](record["stages"][name])]
+            lines += [f"## {TITLES[name]}", "", load_stage(name).markdown(record["stages"][name])]
         elif name in record["errors"]:
             lines += [f"## {TITLES[name]}", "", "FAILED:", "", "```", record["errors"][name], "```", ""]
     return "\n".join(line for line in lines if line is not None) + "\n"
@@ -197,3 +150,10 @@ def write(record: dict, json_path=None, markdown_path=None) -> str:
     text = markdown(record)
     core.write_outputs(record, text, json_path, markdown_path)
     return text
+
+
+def bench(settings: Settings, *, command: str = "", json_path=None, markdown_path=None, log=print
+          ) -> tuple[dict, str]:
+    """What ``deeppose-fast bench`` does: ``run``, then ``write``. Returns the record and its Markdown."""
+    record = run(settings, command=command, log=log)
+    return record, write(record, json_path, markdown_path)

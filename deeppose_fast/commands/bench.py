@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from deeppose_fast.bench.runner import STAGES, Settings
+from deeppose_fast import config
+from deeppose_fast.bench import runner
+from deeppose_fast.bench.stages import NAMES as STAGES
 
 
 def _csv(kind, choices=None):
@@ -105,24 +107,21 @@ def command(ctx, stages, quick, data, cache_dir, preset, batch_size, input_size,
     """Measure where the time goes: input pipeline, training step, end-to-end training, metric kernels and
     Horovod scaling, each in its own process, with warm-up excluded and median and spread of several
     repeats. Prints a table; --json writes the full record (hardware, versions, settings, command)."""
-    from deeppose_fast import config
-    from deeppose_fast.bench import runner
-
     if preset is not None and preset not in config.PRESETS:
         raise click.BadParameter(f"unknown preset {preset!r}; expected one of {', '.join(sorted(config.PRESETS))}",
                                  param_hint="--preset")
-    settings = Settings(stages=stages, quick=quick, data=str(data) if data else None,
-                        cache_dir=str(cache_dir) if cache_dir else None, preset=preset, batch_size=batch_size,
-                        input_size=input_size, repeats=repeats, rounds=rounds, seconds=seconds, warmup=warmup,
-                        batches=batches, threads=threads, loaders=loaders, variants=variants, sources=sources,
-                        ranks=ranks, horovod_input=horovod_input, metrics_sizes=metrics_sizes,
-                        synthetic_images=synthetic_images, timeout=timeout)
+    settings = runner.Settings(
+        stages=stages, quick=quick, data=str(data) if data else None, cache_dir=str(cache_dir) if cache_dir else None,
+        preset=preset, batch_size=batch_size, input_size=input_size, repeats=repeats, rounds=rounds,
+        seconds=seconds, warmup=warmup, batches=batches, threads=threads, loaders=loaders, variants=variants,
+        sources=sources, ranks=ranks, horovod_input=horovod_input, metrics_sizes=metrics_sizes,
+        synthetic_images=synthetic_images, timeout=timeout)
     try:
-        record = runner.run(settings, command=_command_line(ctx),
-                            log=lambda msg: click.echo(msg, err=True))
+        record, text = runner.bench(settings, command=_command_line(ctx), json_path=json_path,
+                                    markdown_path=markdown_path, log=lambda msg: click.echo(msg, err=True))
     except ValueError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(runner.write(record, json_path, markdown_path))
+    click.echo(text)
     if record["errors"]:
         click.echo(f"failed stages: {', '.join(record['errors'])}", err=True)
         sys.exit(1)

@@ -43,20 +43,26 @@ def test_ram_cache_crops_equal_the_reference_loader(data):
 def test_ram_cache_batches_cover_an_epoch_once(data):
     loader = pipeline.RamCacheLoader(data, batch_size=5, input_size=48, seed=0, num_threads=2)
     n = len(loader.images)
+    # the train people, read from the shards apart from the loader (person_index is meta[6])
+    people = sorted(int(r.meta[6]) for tar in loader.info.tars for r in shards.iter_shard(tar))
+    assert len(people) == n == loader.info.count and len(set(people)) == n and n % 5 != 0
     batch = next(loader)
     assert batch["images"].shape == (5, 48, 48, 3) and batch["images"].dtype == np.float32
     assert batch["targets"].shape == (5, loader.info.num_joints, 2)
     assert np.all(np.abs(batch["targets"]) <= 0.5) and set(np.unique(batch["weights"])) <= {0.0, 1.0}
     # per-image normalisation: mean 0, unit variance per channel
     np.testing.assert_allclose(batch["images"][0].mean(axis=(0, 1)), 0, atol=1e-3)
-    seen = 5 + sum(len(next(loader)["images"]) for _ in range(n // 5 - 1))
-    assert seen == n // 5 * 5
+    seen = list(batch["person_index"])
+    while len(seen) < 2 * n:  # two epochs; the first batch of the second tops up the last of the first
+        seen += list(next(loader)["person_index"])
+    assert sorted(seen[:n]) == people  # each train person exactly once in the first epoch
+    assert sorted(seen[n:2 * n]) == people and seen[n:2 * n] != seen[:n]  # and again, reshuffled
 
 
 @pytest.mark.parametrize("loader", ["reference", "ram-cache"])
 def test_worker_reports_rate_cpu_and_peak_rss(data, loader):
     p = {"name": loader, "data": str(data), "batch_size": 4, "input_size": 48, "batches": 2, "repeats": 2,
-         "warmup": 1, "threads": 1, "ext_range": [1.5, 2.0]}
+         "warmup": 1, "threads": 1, "augment": {"ext_min": 1.5, "ext_max": 2.0}}
     r = pipeline.worker(p)
     assert len(r["values"]) == 2 and r["median"] > 0 and r["unit"] == "crops/s"
     assert r["cpu_s_per_1000"] > 0 and r["peak_rss_mib"] > 10 and r["setup_s"] >= 0

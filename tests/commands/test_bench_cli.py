@@ -9,10 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import horovod.tensorflow  # noqa: F401  (required: the quick run measures Horovod scaling)
 import pytest
 from click.testing import CliRunner
 
-from deeppose_fast.bench.runner import STAGES, TITLES
+from deeppose_fast.bench.stages import NAMES as STAGES, TITLES
 from deeppose_fast.cli import main
 
 BIN = Path(sys.executable).parent
@@ -22,7 +23,6 @@ BIN = Path(sys.executable).parent
 def quick(tmp_path_factory):
     """One quick run of every stage at the smallest sizes (the default synthetic set, prepared into a
     private cache folder)."""
-    pytest.importorskip("horovod.tensorflow")
     out = tmp_path_factory.mktemp("bench")
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", TF_CPP_MIN_LOG_LEVEL="2")
     cmd = [str(BIN / "deeppose-fast"), "bench", "--quick", "--cache-dir", str(out / "cache"),
