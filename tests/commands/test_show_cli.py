@@ -41,7 +41,14 @@ def test_show_eval_crops(dot_dir, tmp_path):
     r = run(dot_dir, "--split", "test", "--eval", 1.5, "--count", 8, "--input-size", 48, "--out", out,
             "--device", "cpu")
     assert r.exit_code == 0, r.output
-    assert cv2.imread(str(out)).shape[1] == 8 * (48 + 2) + 2  # 5 people on one row of 8 columns
+    sheet = cv2.imread(str(out))
+    assert sheet.shape[1] == 8 * (48 + 2) + 2  # 5 people on one row of 8 columns
+    assert "(5 crops of 48 x 48" in r.output
+    # the five test people, each once: five different drawn tiles, then three blank slots
+    tiles = [sheet[2:50, 2 + c * 50:50 + c * 50] for c in range(8)]
+    assert sheet.shape[0] == 48 + 2 * 2
+    assert [bool((t != 255).any()) for t in tiles] == [True] * 5 + [False] * 3
+    assert len({t.tobytes() for t in tiles[:5]}) == 5
 
 
 def test_show_on_a_folder_that_is_not_prepared(tmp_path):
@@ -60,3 +67,24 @@ def test_show_names_a_truncated_shard(dot_dir, tmp_path):
     assert r.exit_code == 1
     assert f"{tar}: truncated or corrupt" in r.output and "deeppose-fast prepare" in r.output
     assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A data set prepared by `prepare` for the reference recipe (no rotation)."""
+    out = tmp_path_factory.mktemp("synthetic")
+    r = CliRunner().invoke(main, ["prepare", "synthetic", "--size", "8", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_show_refuses_crops_outside_the_stored_region(prepared, tmp_path):
+    # rotated crops of a region stored for upright ones have repeated-pixel borders: refused before any work
+    r = run(prepared, "--rotation", 30, "--device", "cpu", "--out", tmp_path / "sheet.png")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output
+    assert str(prepared / "manifest.json") in r.output and "rotation 30" in r.output
+    assert "--max-rotation 30" in r.output and "prepare" in r.output
+    assert not (tmp_path / "sheet.png").exists()
+    r = run(prepared, "--device", "cpu", "--out", tmp_path / "sheet.png")  # the recipe it was prepared for
+    assert r.exit_code == 0, r.output

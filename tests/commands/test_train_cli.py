@@ -98,3 +98,11 @@ def test_a_huge_learning_rate_exits_non_zero_and_keeps_the_last_good_checkpoint(
         ck = checkpoint.load(found)
         for group, arrays in ck.arrays.items():
             assert all(np.isfinite(v).all() for _, v in arrays if v.dtype.kind == "f"), (found, group)
+
+
+def test_a_recipe_whose_crops_reach_outside_the_stored_region_is_refused(prepared, tmp_path):
+    # prepared for the reference recipe (no rotation): rotated crops would have repeated-pixel borders
+    line = error_line(train("--data", prepared, "--out", tmp_path / "run", "--rotation", "30"))
+    assert f"{prepared / 'manifest.json'}:" in line and "rotation 30" in line
+    assert "--max-rotation 30" in line and "deeppose-fast prepare" in line
+    assert not (tmp_path / "run").exists()  # refused before any work
