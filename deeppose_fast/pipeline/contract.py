@@ -60,11 +60,12 @@ class SplitInfo:
 
 def split_info(shard_dir: str | Path, split: str) -> SplitInfo:
     """Validate a prepared folder's split (shards and indices present and consistent, not empty: see
-    ``shards.shard_paths``) and read its layout. Raises ``PipelineError``."""
+    ``shards.shard_paths``) and read its layout, reading ``manifest.json`` once. Raises
+    ``PipelineError``."""
     shard_dir = Path(shard_dir)
     try:
         manifest = shards.Manifest.read(shard_dir)
-        tars, idxs = shards.shard_paths(shard_dir, split)
+        tars, idxs = shards.shard_paths(shard_dir, split, manifest)
     except shards.ShardError as e:
         raise PipelineError(str(e)) from None
     count = manifest.count(split)
@@ -87,6 +88,17 @@ def split_info(shard_dir: str | Path, split: str) -> SplitInfo:
                             f"match skeleton {name!r} ({k} joints)")
     return SplitInfo(shard_dir, split, [str(t) for t in tars], [str(i) for i in idxs], count, k, tuple(perm),
                      str(name), shards.rebuild_hint(shard_dir, manifest))
+
+
+def as_split(data: str | Path | SplitInfo, split: str | None, default: str) -> SplitInfo:
+    """``data`` itself when a loader is handed a split already read (a ``SplitInfo``: no second read of
+    the manifest), else ``split_info(data, split or default)``. A ``split`` that contradicts the
+    ``SplitInfo`` is a ValueError."""
+    if isinstance(data, SplitInfo):
+        if split not in (None, data.split):
+            raise ValueError(f"split {split!r} asked for, but the SplitInfo given is of split {data.split!r}")
+        return data
+    return split_info(data, split or default)
 
 
 def shard_range(count: int, shard_id: int, num_shards: int) -> tuple[int, int]:

@@ -30,8 +30,9 @@ from nvidia.dali import fn, pipeline_def, types
 
 from deeppose_fast import codec
 from deeppose_fast.pipeline import native
-from deeppose_fast.pipeline.contract import (NORM_EPSILON, PipelineError, SplitInfo, resolve_device,
-                                             shard_range, source_frame_labels, split_info)
+from deeppose_fast.pipeline.contract import (NORM_EPSILON, PipelineError, SplitInfo, as_split, resolve_device,
+                                             shard_range, source_frame_labels)
+from deeppose_fast.pipeline.contract import split_info  # noqa: F401  (until scoring and show import it from contract)
 from deeppose_fast.pipeline.failures import reading_error
 from deeppose_fast.specs import AugmentSpec
 
@@ -158,8 +159,9 @@ def _train_pipeline(info: SplitInfo, *, batch_size: int, augment: AugmentSpec = 
                        seed=int(seed) * 7919 + shard_id, prefetch_queue_depth=2)
 
 
-def build_train_pipeline(shard_dir, *, split: str = "train", **kwargs):
-    """The training pipeline of ``shard_dir``'s ``split`` (a DALI ``Pipeline``, not built).
+def build_train_pipeline(data, *, split: str | None = None, **kwargs):
+    """The training pipeline of a prepared folder's ``split`` (default ``train``) or of a ``SplitInfo``
+    (``data``), a DALI ``Pipeline``, not built.
 
     Keyword arguments: ``batch_size``; ``augment`` (an ``AugmentSpec``: the crop's random extension,
     shift, flip, rotation and scale); ``input_size`` S; ``seed``; ``shard_id`` of ``num_shards`` (this
@@ -175,7 +177,7 @@ def build_train_pipeline(shard_dir, *, split: str = "train", **kwargs):
     data set). ``normalize=False`` keeps raw 0-255 pixels and ``swap_labels=False`` flips without the
     left/right swap: both for inspection and tests only.
     """
-    return _train_pipeline(split_info(shard_dir, split), **kwargs)
+    return _train_pipeline(as_split(data, split, "train"), **kwargs)
 
 
 def to_numpy(tl) -> np.ndarray:
@@ -201,29 +203,29 @@ def _build(pipe, info: SplitInfo):
         raise reading_error(e, info, action="building the pipeline for") from None
 
 
-def train_batches(shard_dir, *, split: str = "train", **kwargs) -> Iterator[dict]:
+def train_batches(data, *, split: str | None = None, **kwargs) -> Iterator[dict]:
     """Endless iterator of training batches as NumPy dicts (``TRAIN_OUTPUTS``): ``images`` (B, S, S, 3)
     or (B, 3, S, S), ``targets`` (B, K, 2), ``weights`` (B, K), ``crop_box`` (B, 4) JPEG frame, ``pose``
-    (B, K, 4), ``meta`` (B, 8), ``draws`` (B, 7). Keyword arguments as ``build_train_pipeline``."""
-    info = split_info(shard_dir, split)
+    (B, K, 4), ``meta`` (B, 8), ``draws`` (B, 7). Arguments as ``build_train_pipeline``."""
+    info = as_split(data, split, "train")
     pipe = _train_pipeline(info, extras=True, **kwargs)
     _build(pipe, info)
     while True:
         yield {n: to_numpy(o) for n, o in zip(TRAIN_OUTPUTS, _run(pipe, info))}
 
 
-def train_dataset(shard_dir, *, batch_size: int, input_size: int = 227, layout: str = "NHWC",
-                  dtype: str = "float32", split: str = "train", **kwargs):
+def train_dataset(data, *, batch_size: int, input_size: int = 227, layout: str = "NHWC",
+                  dtype: str = "float32", split: str | None = None, **kwargs):
     """Endless ``tf.data.Dataset`` of ``(images (B, S, S, 3) or (B, 3, S, S), targets (B, K, 2) in
-    [-0.5, 0.5], weights (B, K))``, reshuffled per epoch. Other keyword arguments as
-    ``build_train_pipeline`` (``augment``, ``seed``, ``shard_id``, ``num_shards``, ``device``...).
+    [-0.5, 0.5], weights (B, K))``, reshuffled per epoch. ``data``, ``split`` and the other keyword
+    arguments as ``build_train_pipeline`` (``augment``, ``seed``, ``shard_id``, ``num_shards``, ``device``...).
 
     Iterating the dataset itself (``iter(ds)``, ``for batch in ds``) raises ``PipelineError`` naming the
     shard or record at fault when DALI fails (a truncated shard, a JPEG that does not decode); datasets
     derived from it (``ds.take(n)``...) raise TensorFlow's own error instead."""
     import tensorflow as tf  # late: only the train loop needs tf.data
 
-    info = split_info(shard_dir, split)
+    info = as_split(data, split, "train")
     pipe = _train_pipeline(info, batch_size=batch_size, input_size=input_size, layout=layout, dtype=dtype,
                            **kwargs)
     s, k = input_size, info.num_joints
@@ -280,11 +282,13 @@ def _reporting_dataset_class():
     return ReportingDALIDataset
 
 
-def eval_batches(shard_dir, *, split: str = "test", batch_size: int, input_size: int = 227,
+def eval_batches(data, *, split: str | None = None, batch_size: int, input_size: int = 227,
                  extension: float = 2.0, shard_id: int = 0, num_shards: int = 1, device: str = "auto",
                  layout: str = "NHWC", dtype: str = "float32", num_threads: int = 2,
                  device_id: int | None = None, normalize: bool = True) -> Iterator[dict]:
-    """One pass over a split (this rank's part of it), every person exactly once, in shard order.
+    """One pass over a split (this rank's part of it), every person exactly once, in shard order: a prepared
+    folder's ``split`` (default ``test``) or a ``SplitInfo`` already read (``data``; a sweep over test
+    extensions then reads the manifest once).
 
     Yields dicts of NumPy arrays (the last batch may be smaller):
         ``images`` (B, S, S, 3) or (B, 3, S, S); ``targets`` (B, K, 2) and ``weights`` (B, K) of the
@@ -297,7 +301,7 @@ def eval_batches(shard_dir, *, split: str = "test", batch_size: int, input_size:
     _check_args(batch_size, input_size, layout, dtype, shard_id, num_shards)
     if extension <= 0:
         raise ValueError(f"extension must be positive, got {extension}")
-    info = split_info(shard_dir, split)
+    info = as_split(data, split, "test")
     device = resolve_device(device)
     native.load()
     start, end = shard_range(info.count, shard_id, num_shards)
@@ -311,7 +315,7 @@ def eval_batches(shard_dir, *, split: str = "test", batch_size: int, input_size:
     _build(pipe, info)
     seen = pipe.reader_meta(READER)["epoch_size"]
     if seen != info.count:
-        raise PipelineError(f"{info.shard_dir}: split {split!r}: the shards hold {seen} records but "
+        raise PipelineError(f"{info.shard_dir}: split {info.split!r}: the shards hold {seen} records but "
                             f"manifest.json says {info.count}; re-run `deeppose-fast prepare`")
     for b in range(math.ceil(size / batch_size)):
         images, targets, weights, crop_box, pose, meta = (to_numpy(o) for o in _run(pipe, info))

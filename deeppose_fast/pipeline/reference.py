@@ -19,7 +19,7 @@ import numpy as np
 
 from deeppose_fast import codec
 from deeppose_fast.datasets import shards
-from deeppose_fast.pipeline.contract import (PipelineError, SplitInfo, normalize, source_frame_labels, split_info,
+from deeppose_fast.pipeline.contract import (PipelineError, SplitInfo, as_split, normalize, source_frame_labels,
                                              train_draws)
 from deeppose_fast.specs import AugmentSpec
 
@@ -75,15 +75,15 @@ def _records(info: SplitInfo, order: np.ndarray | None = None) -> Iterator[shard
             raise PipelineError(str(e)) from None
 
 
-def train_batches(shard_dir, *, batch_size: int, augment: AugmentSpec = AugmentSpec(), input_size: int = 227,
+def train_batches(data, *, batch_size: int, augment: AugmentSpec = AugmentSpec(), input_size: int = 227,
                   seed: int = 0, layout: str = "NHWC", dtype: str = "float32", num_threads: int = 2,
-                  split: str = "train", normalize_image: bool = True, shuffle_buffer: int = 1024
+                  split: str | None = None, normalize_image: bool = True, shuffle_buffer: int = 1024
                   ) -> Iterator[dict]:
     """Endless training batches like ``dali.train_batches`` (one rank): the shard order is permuted every
     epoch and records are shuffled in a buffer of ``shuffle_buffer``; crops run on ``num_threads`` threads
     (OpenCV releases the GIL). Yields dicts with ``images``, ``targets`` (B, K, 2), ``weights`` (B, K),
     ``crop_box`` (B, 4) JPEG frame, ``pose`` (B, K, 4), ``meta`` (B, 8), ``draws`` (B, 7)."""
-    info = split_info(shard_dir, split)
+    info = as_split(data, split, "train")
     rng = np.random.default_rng(seed)
     pool = ThreadPoolExecutor(max(1, num_threads))
 
@@ -103,7 +103,7 @@ def train_batches(shard_dir, *, batch_size: int, augment: AugmentSpec = AugmentS
     def one(rec: shards.Record, draws: np.ndarray):
         return crop_sample(rec.jpeg, rec.pose, draws, size=input_size, shift=augment.shift, flip_perm=info.flip_perm,
                            normalize_image=normalize_image,
-                           where=f"{info.shard_dir}: record {rec.key:08d} of split {split!r}")
+                           where=f"{info.shard_dir}: record {rec.key:08d} of split {info.split!r}")
 
     try:
         while True:
@@ -123,11 +123,11 @@ def train_batches(shard_dir, *, batch_size: int, augment: AugmentSpec = AugmentS
         pool.shutdown(wait=False)
 
 
-def eval_batches(shard_dir, *, split: str = "test", batch_size: int, input_size: int = 227,
+def eval_batches(data, *, split: str | None = None, batch_size: int, input_size: int = 227,
                  extension: float = 2.0, layout: str = "NHWC", dtype: str = "float32", num_threads: int = 2,
                  normalize_image: bool = True) -> Iterator[dict]:
     """One pass in shard order, like ``dali.eval_batches`` (one rank): same keys, same pixel frames."""
-    info = split_info(shard_dir, split)
+    info = as_split(data, split, "test")
     draws = codec.eval_draws(extension)
     with ThreadPoolExecutor(max(1, num_threads)) as pool:
         batch: list[shards.Record] = []

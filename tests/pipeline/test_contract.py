@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from deeppose_fast.datasets import shards
 from deeppose_fast.pipeline import contract
+from deeppose_fast.skeleton import LSP
 from deeppose_fast.specs import AugmentSpec
+from deeppose_fast.testing import dots
 
 
 def _independent(x: np.ndarray) -> np.ndarray:
@@ -48,6 +52,22 @@ def test_train_draws_follow_the_spec():
     d = contract.train_draws(rng, 500, AugmentSpec())
     assert 0.3 < d[:, 4].mean() < 0.7 and (d[:, 5] == 0).all() and (d[:, 6] == 1).all()
     assert np.abs(d[:, 2:4]).max() > 0.5
+
+
+def test_split_info_reads_the_manifest_once(tmp_path, monkeypatch):
+    data = dots.make_dot_dataset(tmp_path / "dots", num_train=5, num_test=3, records_per_shard=2, seed=1)
+    reads, read_text = [], Path.read_text
+
+    def counting(path, *args, **kwargs):
+        reads.append(path.name)
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    info = contract.split_info(data, "train")
+    assert reads.count(shards.MANIFEST) == 1
+    assert (info.split, info.count, info.num_joints, info.flip_perm) == ("train", 5, 14, LSP.flip_permutation)
+    assert len(info.tars) == len(info.indices) == 3
+    assert contract.as_split(info, None, "test") is info and contract.as_split(info, "train", "test") is info
 
 
 def test_device_resolution():

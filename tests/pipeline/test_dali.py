@@ -4,6 +4,7 @@ and clear errors on bad input."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from deeppose_fast import codec
 from deeppose_fast.datasets import shards
 from deeppose_fast.pipeline import dali
-from deeppose_fast.pipeline.contract import PipelineError
+from deeppose_fast.pipeline.contract import PipelineError, split_info
 from deeppose_fast.skeleton import LSP
 from deeppose_fast.specs import AugmentSpec
 from deeppose_fast.testing import dots
@@ -115,6 +116,25 @@ def test_eval_sharding_covers_every_person_once(dot_dir):
     allp = np.concatenate(parts)
     assert sorted(allp) == list(range(N_TRAIN, N_TRAIN + N_TEST))
     assert [len(p) for p in parts] == [7, 7, 7]
+
+
+def test_eval_of_a_split_already_read_reads_no_manifest(dot_dir, monkeypatch):
+    info = split_info(dot_dir, "test")
+    want = list(dali.eval_batches(dot_dir, batch_size=8, input_size=32, device="cpu"))
+    reads, read_text = [], Path.read_text
+
+    def counting(path, *args, **kwargs):
+        reads.append(path.name)
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting)
+    got = list(dali.eval_batches(info, batch_size=8, input_size=32, device="cpu"))
+    assert shards.MANIFEST not in reads
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a["person_index"], b["person_index"])
+        np.testing.assert_array_equal(a["images"], b["images"])
+    with pytest.raises(ValueError, match="SplitInfo given is of split 'test'"):
+        next(dali.eval_batches(info, split="train", batch_size=8))
 
 
 def _epoch_orders(dot_dir, epochs, **kwargs):
