@@ -1,2 +1,2 @@
-"""Helpers only tests (and ``show`` examples) use: ``dots`` writes dot-people shards whose crops can be
-checked pixel by pixel. Not imported by the package itself."""
+"""Helpers only tests use, never imported by the package: ``dots`` writes dot-people shards whose crops
+can be checked pixel by pixel."""

@@ -1,10 +1,10 @@
 """Dot shards: synthetic people made of one coloured dot per joint, written in the shard format.
 
-Each JPEG shows a distinct, saturated colour centred on every annotated joint (``PALETTE[k]`` for joint
-``k``) on a smooth grey background. After any crop, flip and rotation, the colour under a target
+Each JPEG shows a distinct, saturated colour centred on every annotated joint (``palette(K)[k]`` for
+joint ``k``) on a smooth grey background. After any crop, flip and rotation, the colour under a target
 position says which joint the target belongs to, and the colour's centroid says where it really is:
-``check_dots`` measures both. Used by the pipeline tests (the dot test), ``show`` examples and the
-benchmarks (``make_dot_dataset``).
+``check_dots`` measures both. Used by the pipeline tests (the dot test) and by the command tests that need
+a small prepared data set (``make_dot_dataset``); the package itself never imports it.
 
 Legend: N people, K joints, S the crop side.
 """
