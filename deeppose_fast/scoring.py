@@ -4,18 +4,28 @@ Shapes: N people, K joints. Predictions are made on the test crop (a fixed box e
 ground-truth joints, no shift, as the reference's test script), decoded to source-image pixels with
 ``codec.decode`` and scored with ``deeppose_fast.metrics.evaluate`` (protocols ``dtf`` and ``official``).
 
-``score_checkpoint`` sweeps the box extension (default 1.0, 1.1, ..., 2.0, as DTF's test script) and
-writes every table as JSON.
+``score_checkpoint`` (what ``deeppose-fast eval`` runs) loads a checkpoint and the split once, sweeps the
+box extension (default 1.0, 1.1, ..., 2.0, as DTF's test script) and writes every table as JSON;
+``score_model`` scores one extension (also what training runs every ``eval_every`` steps).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+import tensorflow as tf
+
+from deeppose_fast import checkpoint, codec, metrics
+from deeppose_fast.datasets import shards
+from deeppose_fast.model import pose_loss
+from deeppose_fast.pipeline import dali
+from deeppose_fast.pipeline.contract import SplitInfo, as_split
 
 PROTOCOLS = ("dtf", "official")
 DEFAULT_EXTENSIONS = tuple(round(1.0 + 0.1 * i, 1) for i in range(11))
@@ -34,8 +44,6 @@ def check_writable(path: str | os.PathLike) -> None:
     """Fail before the work, not after it, when ``path`` cannot be written: create its folder (as the final
     write would) and create and remove a probe file there (what permissions and read-only mounts
     allow, not what the mode bits suggest)."""
-    import tempfile
-
     folder = Path(path).parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -54,8 +62,6 @@ def recorded_data(ckpt) -> tuple[Path, str | None]:
     Returns ``(folder, note)``: ``note`` says which folder was chosen when it is not the recorded path as
     given. Raises ``EvaluationError`` (naming the recorded path) when neither place has it.
     """
-    from deeppose_fast.datasets import shards
-
     cfg = ckpt.meta.get("config") or {}
     meta_file = Path(ckpt.path) / "meta.json"
     data = cfg.get("data")
@@ -91,24 +97,35 @@ def _training_folder(ckpt_path: Path, out) -> Path | None:
     return Path(*run.parts[:-len(parts)])
 
 
-def predict_split(model, shard_dir: str | os.PathLike, *, extension: float, batch_size: int = 128,
-                  split: str = "test", limit: int = 0, num_threads: int = 2, flip_test: bool = False,
-                  flip_perm=None) -> dict:
+def open_split(data: str | os.PathLike | SplitInfo, split: str = "test") -> SplitInfo:
+    """A split's layout and shards, read from the manifest (once; a ``SplitInfo`` passes through, so a
+    sweep reads the manifest once and hands the result to every extension). Raises ``PipelineError``
+    (missing, incomplete or damaged data set) or ``EvaluationError`` (a layout the metrics do not know)."""
+    info = as_split(data, None, split)  # a SplitInfo (of any split) as it is, a folder's ``split`` read
+    if info.skeleton not in metrics.DATASETS:
+        raise EvaluationError(f"{Path(info.shard_dir) / shards.MANIFEST}: skeleton {info.skeleton!r} has no "
+                              f"metric protocol (known: {', '.join(metrics.DATASETS)})")
+    return info
+
+
+def predict_split(model, data: str | os.PathLike | SplitInfo, *, extension: float,
+                  batch_size: int = 128, split: str = "test", limit: int = 0, num_threads: int = 2,
+                  flip_test: bool = False, flip_perm=None) -> dict:
     """Run ``model`` over a split's test crops.
 
+    Args:
+        data: a prepared folder or its split (``open_split``). flip_perm: (K,) label permutation of a
+            mirrored crop (default: the split's).
     Returns a dict of NumPy arrays over the N people evaluated (``limit`` > 0 keeps the first N):
         ``pred`` (N, K, 2) and ``gt`` (N, K, 2) source-image pixels (gt NaN = not annotated);
         ``targets_pred`` (N, K, 2) crop-frame outputs; ``visible`` (N, K); ``head_box`` (N, 4);
         ``crop_box`` (N, 4); ``person_index`` (N,); ``pose_loss`` (float, the training loss on the test
         crops).
     """
-    import tensorflow as tf
-
-    from deeppose_fast import codec
-    from deeppose_fast.model import pose_loss
-    from deeppose_fast.pipeline import dali
-
+    info = open_split(data, split)
+    flip_perm = info.flip_perm if flip_perm is None else flip_perm
     input_size = int(model.input_shape[1])
+
     @tf.function
     def infer(x):
         return model(x, training=False)
@@ -116,8 +133,8 @@ def predict_split(model, shard_dir: str | os.PathLike, *, extension: float, batc
     parts: dict[str, list] = {k: [] for k in ("pred", "gt", "targets_pred", "visible", "head_box",
                                                 "crop_box", "person_index")}
     loss_sum, n = 0.0, 0
-    for batch in dali.eval_batches(shard_dir, split=split, batch_size=batch_size, input_size=input_size,
-                                   extension=extension, num_threads=num_threads):
+    for batch in dali.eval_batches(info, batch_size=batch_size, input_size=input_size, extension=extension,
+                                   num_threads=num_threads):
         if limit and n >= limit:
             break
         keep = len(batch["images"]) if not limit else min(len(batch["images"]), limit - n)
@@ -136,7 +153,7 @@ def predict_split(model, shard_dir: str | os.PathLike, *, extension: float, batc
         parts["gt"].append(batch["joints"][:keep])
         n += keep
     if n == 0:
-        raise ValueError(f"{shard_dir}: split {split!r} has no people to evaluate")
+        raise ValueError(f"{info.shard_dir}: split {info.split!r} has no people to evaluate")
     res = {k: np.concatenate(v) for k, v in parts.items()}
     res["pose_loss"] = loss_sum / n
     return res
@@ -146,8 +163,6 @@ def prediction_spread(targets_pred: np.ndarray, gt: np.ndarray, crop_box: np.nda
     """How much predictions vary across people relative to the ground truth, in the crop frame: the mean
     over joints of std(pred) / std(gt). Near 0 = collapsed to one mean pose; near 1 = as varied as the
     truth."""
-    from deeppose_fast import codec
-
     t_gt = codec.encode(gt, crop_box)
     ratios = []
     for j in range(t_gt.shape[1]):
@@ -162,8 +177,6 @@ def prediction_spread(targets_pred: np.ndarray, gt: np.ndarray, crop_box: np.nda
 
 def score(preds: dict, dataset: str) -> dict:
     """``{protocol: EvalResult or error message}`` for both protocols."""
-    from deeppose_fast import metrics
-
     results = {}
     for protocol in PROTOCOLS:
         try:
@@ -174,33 +187,21 @@ def score(preds: dict, dataset: str) -> dict:
     return results
 
 
-def _dataset_of(shard_dir) -> str:
-    from deeppose_fast.datasets import shards
-
-    manifest = shards.read_manifest(shard_dir)
-    skeleton = manifest.get("skeleton")
-    if skeleton not in ("lsp", "mpii"):
-        raise ValueError(f"{Path(shard_dir) / 'manifest.json'}: unknown skeleton {skeleton!r}")
-    return skeleton
-
-
-def score_model(model, shard_dir, *, extension: float, batch_size: int = 128, limit: int = 0,
-                   num_threads: int = 2, split: str = "test", dataset: str | None = None,
-                   flip_test: bool = False) -> dict:
-    """Predict and score one extension. Returns a report dict: ``extension``, ``num_people``,
-    ``pose_loss``, ``spread``, ``results`` {protocol: EvalResult | str}, ``headline`` (see ``headline``)."""
-    dataset = dataset or _dataset_of(shard_dir)
+def score_model(model, data: str | os.PathLike | SplitInfo, *, extension: float,
+                batch_size: int = 128, limit: int = 0, num_threads: int = 2, split: str = "test",
+                flip_test: bool = False) -> dict:
+    """Predict and score one extension on a prepared folder or its split (``open_split``, which a caller
+    scoring several times reads once). Returns a report dict: ``dataset``, ``split``, ``extension``,
+    ``num_people``, ``pose_loss``, ``spread``, ``results`` {protocol: EvalResult | str}, ``seconds``,
+    ``flip_test``, ``headline`` (see ``headline``)."""
     t0 = time.time()
-    from deeppose_fast import skeleton as skeletons
-
-    preds = predict_split(model, shard_dir, extension=extension, batch_size=batch_size, split=split,
-                          limit=limit, num_threads=num_threads, flip_test=flip_test,
-                          flip_perm=skeletons.get(dataset).flip_permutation)
-    results = score(preds, dataset)
-    report = {"dataset": dataset, "split": split, "extension": extension, "num_people": len(preds["pred"]),
-              "pose_loss": preds["pose_loss"],
+    info = open_split(data, split)
+    preds = predict_split(model, info, extension=extension, batch_size=batch_size, limit=limit,
+                          num_threads=num_threads, flip_test=flip_test)
+    report = {"dataset": info.skeleton, "split": info.split, "extension": extension,
+              "num_people": len(preds["pred"]), "pose_loss": preds["pose_loss"],
               "spread": prediction_spread(preds["targets_pred"], preds["gt"], preds["crop_box"]),
-              "results": results, "seconds": time.time() - t0, "flip_test": flip_test}
+              "results": score(preds, info.skeleton), "seconds": time.time() - t0, "flip_test": flip_test}
     report["headline"] = headline(report)
     return report
 
@@ -278,42 +279,56 @@ def sweep_table(reports: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def score_checkpoint(snapshot, data, *, extensions=DEFAULT_EXTENSIONS, batch_size: int = 128,
-                        limit: int = 0, num_threads: int = 2, split: str = "test", out_json=None,
-                        echo=print, flip_test: bool = False) -> dict:
-    """Evaluate a checkpoint over a sweep of test-crop extensions; writes ``out_json`` (if given).
+def write_json(doc: dict, path: str | os.PathLike) -> Path:
+    """Write ``doc`` to ``path`` atomically (a temporary file beside it, then ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=2))
+    os.replace(tmp, path)
+    return path
 
-    Raises:
-        OutputNotWritable: ``out_json`` cannot be written (checked before any work).
+
+def score_checkpoint(snapshot: str | os.PathLike | checkpoint.Checkpoint,
+                     data: str | os.PathLike | None = None, *, extensions=DEFAULT_EXTENSIONS, batch_size: int = 128, limit: int = 0,
+                     num_threads: int = 2, split: str = "test", out_json: str | os.PathLike | None = None,
+                     echo: Callable[[str], None] = print, note: Callable[[str], None] | None = None,
+                     flip_test: bool = False) -> dict:
+    """Score a checkpoint over a sweep of test-crop extensions, print each report and the sweep's
+    summary, and write them all as JSON. The checkpoint is loaded once and the manifest read once.
+
+    Args:
+        snapshot: a checkpoint folder, a run folder (its newest checkpoint) or a loaded ``Checkpoint``.
+        data: the prepared folder; None: the one the checkpoint's run was trained on (``recorded_data``).
+        out_json: where the JSON goes; None: ``<checkpoint>/eval-<split>.json``.
+        echo: prints the reports; note: prints remarks on the choices made (default: ``echo``).
+    Returns:
+        the JSON document: ``checkpoint``, ``step``, ``data``, ``split``, ``reports`` (one per extension).
+    Raises (each before the sweep, on the user's files):
         checkpoint.CheckpointError: missing or corrupt snapshot, or trained for another joint count.
-        pipeline.dali.PipelineError: the data set is missing, incomplete or damaged.
+        EvaluationError: no data set recorded or found; OutputNotWritable: ``out_json`` cannot be written.
+        pipeline.contract.PipelineError: the data set is missing, incomplete or damaged.
     """
-    from deeppose_fast import checkpoint
-    from deeppose_fast.pipeline import dali
-
-    # everything that can fail on the user's files fails here, before the sweep
-    if out_json:
-        check_writable(out_json)
-    ckpt = checkpoint.load(snapshot)
-    info = dali.split_info(data, split)  # manifest, shards and their indices
+    note = note or echo
+    ckpt = snapshot if isinstance(snapshot, checkpoint.Checkpoint) else checkpoint.load(snapshot)
+    if data is None:
+        data, remark = recorded_data(ckpt)
+        if remark:
+            note(remark)
+    out_json = Path(out_json) if out_json else Path(ckpt.path) / f"eval-{split}.json"
+    check_writable(out_json)
+    info = open_split(data, split)
     model = checkpoint.build_model(ckpt, expect_joints=info.num_joints)
-    dataset = _dataset_of(data)
     echo(f"checkpoint {ckpt.path} (step {ckpt.step}), data {data} split {split}")
     reports = []
     for ext in extensions:
-        report = score_model(model, data, extension=float(ext), batch_size=batch_size, limit=limit,
-                                num_threads=num_threads, split=split, dataset=dataset, flip_test=flip_test)
+        report = score_model(model, info, extension=float(ext), batch_size=batch_size, limit=limit,
+                             num_threads=num_threads, flip_test=flip_test)
         echo(f"=== extension {ext:g}")
         echo(format_report(report))
         reports.append(report)
     echo(sweep_table(reports))
     doc = {"checkpoint": str(ckpt.path), "step": ckpt.step, "data": str(data), "split": split,
            "reports": [report_to_dict(r) for r in reports]}
-    if out_json:
-        out_json = Path(out_json)
-        out_json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_json.with_name(f".{out_json.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(doc, indent=2))
-        os.replace(tmp, out_json)
-        echo(f"wrote {out_json}")
+    echo(f"wrote {write_json(doc, out_json)}")
     return doc

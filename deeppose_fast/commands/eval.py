@@ -1,7 +1,13 @@
-"""``deeppose-fast eval SNAPSHOT``: a checkpoint's tables over a sweep of test-crop extensions."""
+"""``deeppose-fast eval SNAPSHOT``: a checkpoint's tables over a sweep of test-crop extensions
+(``scoring.score_checkpoint``)."""
 from __future__ import annotations
 
 import click
+
+from deeppose_fast import scoring
+from deeppose_fast.datasets.shards import ShardError
+from deeppose_fast.pipeline.contract import PipelineError
+from deeppose_fast.pipeline.native import NativeBuildError
 
 
 @click.command()
@@ -19,24 +25,11 @@ import click
 def command(snapshot, data, split, extensions, batch_size, limit, out_json, flip_test):
     """Evaluate SNAPSHOT (a checkpoint folder, or a run folder: its newest checkpoint) under the dtf and
     official protocols; prints the reference's tables and writes them as JSON."""
-    from pathlib import Path
-
-    from deeppose_fast import checkpoint, scoring
-    from deeppose_fast.datasets.shards import ShardError
-    from deeppose_fast.pipeline.dali import PipelineError
-    from deeppose_fast.pipeline.native import NativeBuildError
-
     try:
-        exts = parse_extensions(extensions)
-        ckpt_path = checkpoint.resolve(snapshot)
-        ckpt = checkpoint.load(ckpt_path)
-        if data is None:
-            data, note = scoring.recorded_data(ckpt)
-            if note:
-                click.echo(note, err=True)
-        out_json = out_json or str(Path(ckpt_path) / f"eval-{split}.json")
-        scoring.score_checkpoint(ckpt_path, data, extensions=exts, batch_size=batch_size, limit=limit,
-                                     split=split, out_json=out_json, echo=click.echo, flip_test=flip_test)
+        scoring.score_checkpoint(snapshot, data, extensions=parse_extensions(extensions),
+                                 batch_size=batch_size, limit=limit, split=split, out_json=out_json,
+                                 flip_test=flip_test, echo=click.echo,
+                                 note=lambda text: click.echo(text, err=True))
     except scoring.OutputNotWritable as e:
         raise click.ClickException(f"{e}; pass --json PATH to write the results elsewhere") from None
     except (ValueError, FileNotFoundError, ShardError, PipelineError, NativeBuildError) as e:
@@ -56,7 +49,8 @@ def parse_extensions(text: str) -> tuple[float, ...]:
         else:
             values = tuple(float(x) for x in text.split(","))
     except ValueError:
-        raise ValueError(f"--extensions {text!r}: expected START:STOP:STEP or a comma list of numbers") from None
+        raise ValueError(f"--extensions {text!r}: expected START:STOP:STEP or a comma list of "
+                         f"numbers") from None
     if not values or any(v <= 0 for v in values):
         raise ValueError(f"--extensions {text!r}: extensions must be positive")
     return values
