@@ -3,25 +3,27 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
+import cv2
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+from click.testing import CliRunner
 
-tf = pytest.importorskip("tensorflow")
-import keras  # noqa: E402
-
-from deeppose_fast import checkpoint, scoring  # noqa: E402
-from deeppose_fast.commands.eval import parse_extensions  # noqa: E402
-from deeppose_fast.model import build_regressor  # noqa: E402
+from deeppose_fast import checkpoint, codec, model as model_lib, scoring, skeleton
+from deeppose_fast.commands.eval import command, parse_extensions
+from deeppose_fast.datasets import DatasetWarning, shards as shard_format
+from deeppose_fast.datasets.prepare import prepare
+from deeppose_fast.pipeline import dali
+from deeppose_fast.specs import ModelSpec
 
 S = 67
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    from deeppose_fast.datasets import DatasetWarning
-    from deeppose_fast.datasets.prepare import prepare
-
     out = tmp_path_factory.mktemp("synthetic")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DatasetWarning)
@@ -30,11 +32,52 @@ def shards(tmp_path_factory):
 
 
 def make_snapshot(path, joints):
+    """A checkpoint of a tiny network whose output depends on its input: He init (the reference's small
+    truncated normals give a tiny network an output that ignores its input, which would let a wrong crop,
+    normalisation or channel order pass unnoticed)."""
     keras.utils.set_random_seed(0)
-    m = build_regressor(joints, input_size=S, width=0.25, fc_units=16, dropout=0.0)
-    meta = {"num_joints": joints, "skeleton": "mpii" if joints == 16 else "lsp",
-            "model": dict(input_size=S, width=0.25, fc_units=16, dropout=0.0), "config": {}}
+    spec = ModelSpec(input_size=S, width=0.25, fc_units=16, dropout=0.0, init="he")
+    m = model_lib.build(spec, joints)
+    meta = {"num_joints": joints, "skeleton": "mpii" if joints == 16 else "lsp", "model": spec.to_dict(),
+            "config": {}}
     return checkpoint.save(path, 2, {"model": m.variables}, meta), m
+
+
+def normalised(x):
+    """(N, S, S, 3) float32: each image and channel to zero mean and unit variance (+1 px^2), in float64."""
+    return ((x - x.mean((1, 2), keepdims=True)) / np.sqrt(x.var((1, 2), keepdims=True) + 1.0)).astype(np.float32)
+
+
+def reference_crops(data, extension):
+    """The test crops made without the pipeline: OpenCV decodes each record's JPEG, the crop box and
+    targets are ``codec.crop_geometry``'s (the NumPy statement of the crop rule) and the crop is resampled
+    with ``cv2.warpAffine``, in RGB order.
+
+    Returns raw crops (N, S, S, 3) float64 0-255 (``normalised`` makes the network input), targets (N, K, 2), weights (N, K), crop boxes (N, 4) ``x0, y0,
+    w, h`` and ground truth (N, K, 2, NaN = not annotated), both in source-image pixels."""
+    images, targets, weights, boxes, gt = [], [], [], [], []
+    for rec in shard_format.iter_records(data, "test"):
+        bgr = cv2.imdecode(np.frombuffer(rec.jpeg, np.uint8), cv2.IMREAD_COLOR)
+        g = codec.crop_geometry(rec.pose, bgr.shape[:2], codec.eval_draws(extension), size=S)
+        m = codec.full_frame_matrix(g).astype(np.float64)
+        m[:, 2] += 0.5 * (m[:, 0] + m[:, 1]) - 0.5  # continuous pixels -> OpenCV's (centres at integers)
+        x = cv2.warpAffine(bgr[:, :, ::-1].astype(np.float32), m, (S, S), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE).astype(np.float64)
+        images.append(x)
+        targets.append(g.targets)
+        weights.append(g.weights)
+        offset = rec.meta[4:6]  # JPEG frame -> source image
+        boxes.append(np.concatenate([g.crop_box[:2] + offset, g.crop_box[2:]]))
+        gt.append(np.where(rec.pose[:, 2:3] > 0.5, rec.pose[:, :2] + offset, np.nan))
+    return (np.array(images), np.array(targets), np.array(weights), np.array(boxes),
+            np.array(gt))
+
+
+def numpy_pose_loss(out, targets, weights):
+    """DTF's loss in NumPy: per person, the squared error summed over its valid joints divided by their
+    number; the mean over people."""
+    per = ((out.reshape(targets.shape) - targets) ** 2).sum(-1) * weights
+    return float((per.sum(1) / np.maximum(weights.sum(1), 1)).mean())
 
 
 def test_score_checkpoint_sweep_and_json(shards, tmp_path):
@@ -43,7 +86,7 @@ def test_score_checkpoint_sweep_and_json(shards, tmp_path):
     out_json = tmp_path / "eval.json"
     lines = []
     doc = scoring.score_checkpoint(ckpt, data, extensions=(1.2, 2.0), batch_size=4, out_json=out_json,
-                                       echo=lines.append)
+                                   echo=lines.append)
     assert json.loads(out_json.read_text()) == json.loads(json.dumps(doc))
     n_test = manifest["splits"]["test"]["count"]
     assert [r["extension"] for r in doc["reports"]] == [1.2, 2.0]
@@ -56,18 +99,51 @@ def test_score_checkpoint_sweep_and_json(shards, tmp_path):
     text = "\n".join(lines)
     assert "pose loss" in text and "mPCP" in text and "[official]" in text
 
-    # the pose loss is the training loss on the test crops, recomputed here with NumPy
-    from deeppose_fast.pipeline import dali
+    # The pose loss is the training loss on the test crops, recomputed here from crops made without the
+    # pipeline: a crop that is not normalised, in BGR order, mirrored or of another box changes it.
+    for report in doc["reports"]:
+        raw, targets, weights, _, _ = reference_crops(data, report["extension"])
+        expected = numpy_pose_loss(model(normalised(raw), training=False).numpy(), targets, weights)
+        assert report["pose_loss"] == pytest.approx(expected, rel=1e-4), report["extension"]
+        # negative control: the network answers differently to each wrong input, so the check above bites
+        # (not normalised, BGR, mirrored, upside down)
+        for wrong in (raw, normalised(raw[..., ::-1]), normalised(raw[:, :, ::-1]), normalised(raw[:, ::-1])):
+            changed = numpy_pose_loss(model(wrong.astype(np.float32), training=False).numpy(), targets, weights)
+            assert abs(changed - expected) > 0.02 * expected
+
+    # the predictions are the network's outputs on those crops, decoded into the source image
     preds = scoring.predict_split(model, data, extension=2.0, batch_size=4)
-    total, n = 0.0, 0
-    for b in dali.eval_batches(data, batch_size=4, input_size=S, extension=2.0):
-        out = model(b["images"], training=False).numpy().reshape(len(b["images"]), -1, 2)
-        w = b["weights"]
-        per = ((out - b["targets"]) ** 2).sum(-1) * w
-        total += (per.sum(1) / np.maximum(w.sum(1), 1)).sum()
-        n += len(w)
-    assert preds["pose_loss"] == pytest.approx(total / n, rel=1e-4)
-    assert doc["reports"][1]["pose_loss"] == pytest.approx(total / n, rel=1e-4)
+    raw, targets, weights, boxes, gt = reference_crops(data, 2.0)
+    t = model(normalised(raw), training=False).numpy().reshape(len(raw), -1, 2)
+    np.testing.assert_allclose(preds["crop_box"], boxes, rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(np.isnan(preds["gt"]), np.isnan(gt))
+    np.testing.assert_allclose(preds["gt"], gt, rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(preds["targets_pred"], t, rtol=1e-3, atol=2e-3)
+    np.testing.assert_allclose(preds["pred"], codec.decode(t, boxes), rtol=1e-3, atol=0.2)
+    assert preds["pose_loss"] == pytest.approx(numpy_pose_loss(t, targets, weights), rel=1e-4)
+    assert doc["reports"][1]["pose_loss"] == pytest.approx(preds["pose_loss"], rel=1e-6)
+
+
+def test_a_sweep_loads_the_checkpoint_and_reads_the_manifest_once(shards, tmp_path, monkeypatch):
+    data, _ = shards
+    ckpt, _ = make_snapshot(tmp_path / "ck", 16)
+    calls = {"manifest.json reads": 0, "checkpoint loads": 0}
+    read_text, load = Path.read_text, checkpoint.load
+
+    def counting_read_text(path, *args, **kwargs):
+        calls["manifest.json reads"] += path.name == shard_format.MANIFEST
+        return read_text(path, *args, **kwargs)
+
+    def counting_load(*args, **kwargs):
+        calls["checkpoint loads"] += 1
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counting_read_text)
+    monkeypatch.setattr(checkpoint, "load", counting_load)
+    doc = scoring.score_checkpoint(ckpt, data, extensions=(1.0, 1.5, 2.0), batch_size=8,
+                                   out_json=tmp_path / "eval.json", echo=lambda text: None)
+    assert len(doc["reports"]) == 3
+    assert calls == {"manifest.json reads": 1, "checkpoint loads": 1}
 
 
 def test_prediction_spread():
@@ -82,10 +158,6 @@ def test_prediction_spread():
 
 
 def test_eval_command_errors(shards, tmp_path):
-    from click.testing import CliRunner
-
-    from deeppose_fast.commands.eval import command
-
     data, _ = shards
     runner = CliRunner()
     res = runner.invoke(command, [str(tmp_path / "missing"), "--data", str(data)])
@@ -113,9 +185,6 @@ def test_parse_extensions():
 def test_flip_test_maps_the_mirrored_prediction_back(shards):
     """A model whose x output is s_k * (mean of the left half - mean of the right half): mirroring the crop
     negates it, so the flip test must give ((s_k + s_perm(k)) / 2) * D, with y unchanged."""
-    from deeppose_fast import skeleton
-    from deeppose_fast.pipeline import dali
-
     data, _ = shards
     k = 16
     scale = np.arange(1, k + 1, dtype=np.float32)

@@ -7,14 +7,14 @@ import json
 import os
 import shutil
 
+import keras
 import pytest
 from click.testing import CliRunner
 
-pytest.importorskip("tensorflow")
-
-from deeppose_fast import checkpoint  # noqa: E402
-from deeppose_fast.cli import main  # noqa: E402
-from deeppose_fast.testing import dots  # noqa: E402
+from deeppose_fast import checkpoint, model as model_lib
+from deeppose_fast.cli import main
+from deeppose_fast.specs import ModelSpec
+from deeppose_fast.testing import dots
 
 S = 67
 SWEEP_STARTED = "=== extension"  # what score_checkpoint prints once the first extension is scored
@@ -24,15 +24,12 @@ SWEEP_STARTED = "=== extension"  # what score_checkpoint prints once the first e
 def project(tmp_path_factory):
     """A training folder as `train` leaves it: ``data/dots`` (prepared) and ``runs/tiny`` holding a
     checkpoint whose config records both as relative paths."""
-    import keras
-
-    from deeppose_fast.model import build_regressor
-
     root = tmp_path_factory.mktemp("project")
     dots.make_dot_dataset(root / "data" / "dots", num_train=4, num_test=6, records_per_shard=4, seed=1)
     keras.utils.set_random_seed(0)
-    model = build_regressor(14, input_size=S, width=0.25, fc_units=8, dropout=0.0)
-    meta = {"num_joints": 14, "skeleton": "lsp", "model": dict(input_size=S, width=0.25, fc_units=8, dropout=0.0),
+    spec = ModelSpec(input_size=S, width=0.25, fc_units=8, dropout=0.0)
+    model = model_lib.build(spec, 14)
+    meta = {"num_joints": 14, "skeleton": "lsp", "model": spec.to_dict(),
             "config": {"data": "data/dots", "out": "runs/tiny"}}
     checkpoint.save(root / "runs" / "tiny" / "checkpoints", 1, {"model": model.variables}, meta)
     return root
@@ -52,8 +49,11 @@ def assert_one_line_error(r, *parts):
 
 def test_eval_of_a_run_writes_its_json(project, monkeypatch):
     monkeypatch.chdir(project)
+    loads, load = [], checkpoint.load
+    monkeypatch.setattr(checkpoint, "load", lambda *args: loads.append(args) or load(*args))
     r = evaluate("runs/tiny")
     assert r.exit_code == 0, r.output
+    assert len(loads) == 1  # read once: for its recorded data, the JSON's place and the network
     doc = json.loads(next((project / "runs" / "tiny" / "checkpoints").glob("ckpt-*/eval-test.json")).read_text())
     assert doc["data"] == "data/dots" and doc["reports"][0]["num_people"] == 6
 
