@@ -142,12 +142,28 @@ def _device_id(device: str, device_id: int | None) -> int | None:
     return (0 if device_id is None else device_id) if device == "gpu" else None
 
 
-def _train_pipeline(info: SplitInfo, *, batch_size: int, augment: AugmentSpec = AugmentSpec(),
-                    input_size: int = 227, seed: int = 0, shard_id: int = 0, num_shards: int = 1,
-                    device: str = "auto", layout: str = "NHWC", dtype: str = "float32", num_threads: int = 2,
-                    device_id: int | None = None, normalize: bool = True, swap_labels: bool = True,
-                    shuffle_buffer: int = 1024, use_mmap: bool = False, extras: bool = False):
-    """``build_train_pipeline`` on a split already read."""
+def build_train_pipeline(data, *, batch_size: int, augment: AugmentSpec = AugmentSpec(), input_size: int = 227,
+                         seed: int = 0, shard_id: int = 0, num_shards: int = 1, device: str = "auto",
+                         layout: str = "NHWC", dtype: str = "float32", num_threads: int = 2,
+                         split: str | None = None, device_id: int | None = None, normalize: bool = True,
+                         swap_labels: bool = True, shuffle_buffer: int = 1024, use_mmap: bool = False,
+                         extras: bool = False):
+    """The training pipeline (a DALI ``Pipeline``, not built) of a prepared folder's ``split`` (default
+    ``train``) or of a ``SplitInfo`` already read (``data``).
+
+    ``augment`` is the crop recipe (random extension, shift, flip, rotation, scale); S = ``input_size``;
+    this rank reads part ``shard_id`` of ``num_shards``; ``device`` is ``auto``, ``cpu`` or ``gpu``
+    (``contract.resolve_device``), on GPU ``device_id``. Outputs ``images, targets, weights`` and, with
+    ``extras``, also ``crop_box (B, 4)`` (JPEG frame), ``pose (B, K, 4)``, ``meta (B, 8)`` and
+    ``draws (B, 7)`` (the random draws, ``codec.DRAW_FIELDS``).
+
+    Shuffling: the shard order is reshuffled every epoch (``shuffle_after_epoch``, the same seed on every
+    rank so ranks stay disjoint) and samples are shuffled in a buffer of ``shuffle_buffer`` records.
+    ``use_mmap`` maps the tar files instead of reading them (see ``_reader``: RSS then grows with the
+    data set). ``normalize=False`` keeps raw 0-255 pixels and ``swap_labels=False`` flips without the
+    left/right swap: both for inspection and tests only.
+    """
+    info = as_split(data, split, "train")
     _check_args(batch_size, input_size, layout, dtype, shard_id, num_shards)
     device = resolve_device(device)
     native.load()
@@ -157,27 +173,6 @@ def _train_pipeline(info: SplitInfo, *, batch_size: int, augment: AugmentSpec = 
                        swap_labels=swap_labels, extras=extras,
                        batch_size=batch_size, num_threads=num_threads, device_id=_device_id(device, device_id),
                        seed=int(seed) * 7919 + shard_id, prefetch_queue_depth=2)
-
-
-def build_train_pipeline(data, *, split: str | None = None, **kwargs):
-    """The training pipeline of a prepared folder's ``split`` (default ``train``) or of a ``SplitInfo``
-    (``data``), a DALI ``Pipeline``, not built.
-
-    Keyword arguments: ``batch_size``; ``augment`` (an ``AugmentSpec``: the crop's random extension,
-    shift, flip, rotation and scale); ``input_size`` S; ``seed``; ``shard_id`` of ``num_shards`` (this
-    rank's part); ``device`` (``auto``, ``cpu``, ``gpu``) and ``device_id``; ``layout`` (NHWC, NCHW);
-    ``dtype`` (float32, float16); ``num_threads``; ``shuffle_buffer``; ``use_mmap``; ``normalize``;
-    ``swap_labels``; ``extras``. Outputs ``images, targets, weights`` and, with ``extras``, also
-    ``crop_box (B, 4)`` (JPEG frame), ``pose (B, K, 4)``, ``meta (B, 8)`` and ``draws (B, 7)`` (the random
-    draws, ``codec.DRAW_FIELDS``).
-
-    Shuffling: the shard order is reshuffled every epoch (``shuffle_after_epoch``, the same seed on every
-    rank so ranks stay disjoint) and samples are shuffled in a buffer of ``shuffle_buffer`` records.
-    ``use_mmap`` maps the tar files instead of reading them (see ``_reader``: RSS then grows with the
-    data set). ``normalize=False`` keeps raw 0-255 pixels and ``swap_labels=False`` flips without the
-    left/right swap: both for inspection and tests only.
-    """
-    return _train_pipeline(as_split(data, split, "train"), **kwargs)
 
 
 def to_numpy(tl) -> np.ndarray:
@@ -208,7 +203,7 @@ def train_batches(data, *, split: str | None = None, **kwargs) -> Iterator[dict]
     or (B, 3, S, S), ``targets`` (B, K, 2), ``weights`` (B, K), ``crop_box`` (B, 4) JPEG frame, ``pose``
     (B, K, 4), ``meta`` (B, 8), ``draws`` (B, 7). Arguments as ``build_train_pipeline``."""
     info = as_split(data, split, "train")
-    pipe = _train_pipeline(info, extras=True, **kwargs)
+    pipe = build_train_pipeline(info, extras=True, **kwargs)
     _build(pipe, info)
     while True:
         yield {n: to_numpy(o) for n, o in zip(TRAIN_OUTPUTS, _run(pipe, info))}
@@ -226,8 +221,8 @@ def train_dataset(data, *, batch_size: int, input_size: int = 227, layout: str =
     import tensorflow as tf  # late: only the train loop needs tf.data
 
     info = as_split(data, split, "train")
-    pipe = _train_pipeline(info, batch_size=batch_size, input_size=input_size, layout=layout, dtype=dtype,
-                           **kwargs)
+    pipe = build_train_pipeline(info, batch_size=batch_size, input_size=input_size, layout=layout, dtype=dtype,
+                                **kwargs)
     s, k = input_size, info.num_joints
     image_shape = (batch_size, s, s, 3) if layout == "NHWC" else (batch_size, 3, s, s)
     gpu = pipe.device_id is not None
