@@ -202,5 +202,5 @@ def evaluate(pred, gt, dataset: str = "lsp", protocol: str = "dtf", head_box=Non
                       threshold=alpha, pck_threshold=pck_thr, metric=primary.title,
                       parts=dict(primary.scores), total=primary.total, counts=dict(primary.counts),
                       tables={t.name: t for t in tables},
-                      curve=aggregate.protocol_curve(proto, st, curve_thr), num_people=int(gt.shape[0]), excluded=st.excluded,
-                      backend=backend)
+                      curve=aggregate.protocol_curve(proto, st, curve_thr),
+                      num_people=int(gt.shape[0]), excluded=st.excluded, backend=backend)
