@@ -64,11 +64,6 @@ class Checkpoint:
         return ModelSpec.from_dict(self.meta["model"])
 
     @property
-    def model_settings(self) -> dict:
-        """The ``model`` block as a dict (kept for callers not yet on ``model_spec``)."""
-        return self.model_spec.to_dict()
-
-    @property
     def test_extension(self) -> float:
         """The test crop's box extension of the run that wrote it (its configuration's; settings it does
         not record take their defaults)."""

@@ -1,17 +1,14 @@
 """The training driver: a custom ``tf.function`` step fed by the DALI pipeline, data-parallel with Horovod,
-as four named steps that a second driver can reuse: ``setup`` (checks before any work, the state),
+in four named steps that a second driver can reuse: ``setup`` (checks before any work, the state),
 ``restore`` (checkpoint or ImageNet weights, the same state on every rank), ``loop`` (the steps, with
-logging, checkpoints and evaluation) and ``finish`` (the last checkpoint and evaluation, the summary).
-``train()`` runs them in order. The state and the step are in ``train_state``; the run folder's checks
+logs, checkpoints and evaluations) and ``finish`` (the last checkpoint and evaluation, the summary);
+``train()`` runs them in order. The state and the step live in ``train_state``, the run folder's checks
 and logs in ``run_folder``.
 
-One process per GPU (``horovodrun -np N deeppose-fast train ...``), or a single process without
-horovodrun. Every rank reads its own shard of the data (``shard_id = rank``); gradients are averaged by
-``hvd.DistributedGradientTape`` (optionally compressed to fp16); only rank 0 writes logs, summaries,
-checkpoints and evaluations.
-
-Shapes: B batch per rank, S input size, K joints. A batch is ``images (B, S, S, 3)``,
-``targets (B, K, 2)`` (crop frame, ``p / S - 0.5``), ``weights (B, K)``.
+One process per GPU (``horovodrun -np N deeppose-fast train ...``), or a single process. Every rank reads
+its own shard of the data (``shard_id = rank``); gradients are averaged by Horovod's tape (optionally
+compressed to fp16); only rank 0 writes logs, summaries, checkpoints and evaluations. Shapes: a batch is
+``images (B, S, S, 3)``, ``targets (B, K, 2)`` (crop frame, ``p / S - 0.5``), ``weights (B, K)``.
 
 Exact resume. The data order is a pure function of ``(seed, step)``: the input pipeline is re-created
 every ``data_segment_steps`` steps with the seed ``segment_seed(seed, segment, rank)``. A run resumed
@@ -26,16 +23,12 @@ while the loss stays finite), stops training with ``TrainingDiverged`` and write
 good checkpoint stays the newest. The variables are checked on the device at every ``log_every`` step
 and before every checkpoint (one reduction per variable; the step itself is unchanged).
 
-Before any work. The data folder is validated (manifest readable, listed shards present, and the region
-``prepare`` stored around each person holds every crop of the recipe: ``precrop.require_covers``), the
-run folder is checked (it must be writable, and a run folder belongs to one run: without ``resume`` a
-folder that already holds a run is refused), and on resume the settings that shape the saved state
-(optimiser and network) must be the checkpoint's. Each failure is one error naming the file or folder
-and the fix.
-
-Initial state is broadcast from rank 0 *before* the first step: the optimisers are built explicitly
-(no lazily created slots), so broadcasting then is safe, and the first step on N ranks is exactly the
-step of one process on the union of their batches.
+Before any work (``setup``): the data folder (manifest readable, listed shards present, and every crop
+of the recipe inside the region ``prepare`` stored: ``precrop.require_covers``), the run folder (free
+and writable) and, on resume, the settings that shape the saved state; each failure is one error naming
+the file or folder and the fix. The initial state is broadcast from rank 0 before the first step (the
+optimisers are built explicitly, so no slot is created later), so the first step on N ranks is exactly
+the step of one process on the union of their batches.
 """
 from __future__ import annotations
 

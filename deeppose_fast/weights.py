@@ -7,7 +7,7 @@
 
 Both hold HWIO kernels, grouped layers with half the input channels (conv2 5x5x48x256, conv4 3x3x192x384,
 conv5 3x3x192x256) and fc6 as 9216x4096 in NHWC flatten order, which is exactly the Keras layout of
-``build_regressor(width=1, fc_units=4096, input_size=227)``. conv1-5, fc6 and fc7 are loaded; fc8 (1000
+``model.build(ModelSpec(), K)`` (the reference network). conv1-5, fc6 and fc7 are loaded; fc8 (1000
 ImageNet classes) never fits the 2K regression layer and keeps its random initialisation. Every layer's
 shapes are checked before anything is assigned, so a wrong or partial file changes nothing.
 """
@@ -18,6 +18,7 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
 from deeppose_fast.model import CONV_LAYERS
 
@@ -41,8 +42,6 @@ def _tf1_checkpoint_prefix(path: Path) -> str | None:
 
 def read_tf1_checkpoint(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{layer: (W, b)}`` from a TF1 checkpoint holding ``<layer>/weight`` and ``<layer>/bias``."""
-    import tensorflow as tf
-
     path = Path(path)
     prefix = _tf1_checkpoint_prefix(path)
     if prefix is None:

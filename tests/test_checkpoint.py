@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -127,19 +130,12 @@ def test_non_finite_variables_are_never_written(tmp_path):
 
 def _dead_pid() -> int:
     """The PID of a process that has exited."""
-    import subprocess
-    import sys
-
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
 
 
 def test_leftovers_of_killed_writers_are_cleaned(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     m, _ = _tiny(0)
     checkpoint.save(tmp_path, 1, {"model": m.variables}, _meta())
     checkpoint.save(tmp_path, 3, {"model": m.variables}, _meta())

@@ -5,8 +5,10 @@ import dataclasses
 import json
 
 import pytest
+from click.testing import CliRunner
 
 from deeppose_fast import config
+from deeppose_fast.commands.train import command
 from deeppose_fast.specs import AugmentSpec, ModelSpec
 
 
@@ -52,10 +54,6 @@ def test_unknown_setting_and_preset():
 
 
 def test_every_setting_is_a_command_line_option():
-    from click.testing import CliRunner
-
-    from deeppose_fast.commands.train import command
-
     help_text = CliRunner().invoke(command, ["--help"]).output
     for name in config.SETTINGS:  # the network's and the crop recipe's fields included
         if name != "preset":

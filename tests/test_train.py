@@ -2,8 +2,13 @@
 keeps the conv layers fixed when asked, and schedules the learning rate."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
+import warnings
 
 import keras
 import numpy as np
@@ -11,6 +16,8 @@ import pytest
 
 from deeppose_fast import checkpoint, config, run_folder, train, train_state
 from deeppose_fast import model as model_lib
+from deeppose_fast.datasets import DatasetWarning
+from deeppose_fast.datasets.prepare import prepare
 
 S, K, B = 67, 2, 8
 
@@ -66,7 +73,6 @@ def test_loss_decreases_on_a_small_problem(tmp_path):
     cfg = cfg_for(tmp_path, "learn", max_steps=120, dropout=0.0, conv_lr=2e-3, fc_lr=2e-3, init="he",
                   log_every=10, data_segment_steps=1000)
     run(cfg)
-    import json
     lines = (tmp_path / "learn" / "train_curve.jsonl").read_text().splitlines()
     curve = [json.loads(line)["loss"] for line in lines]
     assert len(curve) == 12
@@ -167,11 +173,6 @@ def test_xla_and_bf16_mixed_precision_step(tmp_path):
 
 @pytest.fixture(scope="module")
 def synthetic_shards(tmp_path_factory):
-    import warnings
-
-    from deeppose_fast.datasets import DatasetWarning
-    from deeppose_fast.datasets.prepare import prepare
-
     out = tmp_path_factory.mktemp("synthetic")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DatasetWarning)
@@ -256,8 +257,6 @@ def test_resume_with_another_optimizer_names_the_setting(tmp_path):
 
 
 def test_resume_on_fewer_ranks_warns_that_the_data_order_changes(tmp_path, capsys):
-    import json
-
     run(cfg_for(tmp_path, "ranks", max_steps=2))
     meta_file = checkpoint.resolve(tmp_path / "ranks") / "meta.json"
     meta = json.loads(meta_file.read_text())
@@ -271,9 +270,6 @@ def test_resume_on_fewer_ranks_warns_that_the_data_order_changes(tmp_path, capsy
 
 
 def test_resume_removes_half_written_checkpoints_of_a_killed_writer(tmp_path):
-    import subprocess
-    import sys
-
     run(cfg_for(tmp_path, "killed", max_steps=2))
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()  # a writer that is gone (SIGKILL mid-write)
@@ -290,8 +286,6 @@ def test_unwritable_out_is_refused_before_any_work(tmp_path):
     with pytest.raises(run_folder.RunFolderError, match=r"a-file/run: cannot write the run there .*writable --out"):
         run(cfg_for(tmp_path, "a-file/run"))
     # on resume, a sub-folder the run writes into (TensorBoard's, here) that cannot take a file
-    import shutil
-
     run(cfg_for(tmp_path, "resumed", max_steps=2))
     shutil.rmtree(tmp_path / "resumed" / "tensorboard")
     (tmp_path / "resumed" / "tensorboard").write_text("")

@@ -9,14 +9,13 @@ import pytest
 
 from deeppose_fast import codec
 from deeppose_fast.bench import pipeline
-from deeppose_fast.datasets import shards
+from deeppose_fast.datasets import DatasetWarning, shards
+from deeppose_fast.datasets.prepare import prepare
+from deeppose_fast.pipeline import reference
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from deeppose_fast.datasets import DatasetWarning
-    from deeppose_fast.datasets.prepare import prepare
-
     out = tmp_path_factory.mktemp("bench-synthetic")
     with warnings.catch_warnings():  # the generator's people without joints are skipped, with a warning
         warnings.simplefilter("ignore", DatasetWarning)
@@ -25,8 +24,6 @@ def data(tmp_path_factory):
 
 
 def test_ram_cache_crops_equal_the_reference_loader(data):
-    from deeppose_fast.pipeline import reference
-
     loader = pipeline.RamCacheLoader(data, batch_size=4, input_size=64, seed=3, num_threads=1)
     records = [r for tar in loader.info.tars for r in shards.iter_shard(tar)]
     assert len(loader.images) == len(records) == loader.info.count
