@@ -4,7 +4,7 @@ Legend: N people, K joints (14 LSP, 16 MPII), S sticks (10), T curve thresholds.
 
 A protocol is pure data (:class:`Protocol`): which PCK normaliser, which joints and groups are reported,
 how totals are formed, and which PCP table exists. The kernels (``kernels.py``, ``numpy_ref.py``) only
-count; ``evaluate()`` turns counts into tables with the rules written here.
+count; ``aggregate.py`` turns counts into tables with the rules written here (for ``evaluate()``).
 
 ``dtf`` reproduces the published DeepPose tables (asanakoy/deeppose_tf):
   - PCKh normaliser = |head top - neck| of the ground truth, for LSP and MPII alike;
