@@ -50,7 +50,8 @@ def check_writable(path: str | os.PathLike) -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{Path(path).name}.probe-"):
             pass
     except OSError as e:
-        raise OutputNotWritable(f"{folder}: cannot write {Path(path).name} there ({e.strerror or e})") from None
+        raise OutputNotWritable(f"{folder}: cannot write {Path(path).name} there "
+                                f"({e.strerror or e})") from None
 
 
 def recorded_data(ckpt) -> tuple[Path, str | None]:
@@ -271,7 +272,8 @@ def curve_record(report: dict) -> dict:
 def sweep_table(reports: list[dict]) -> str:
     """One line per extension: the dtf headline numbers and the official total."""
     lines = ["=== summary over extensions (dtf protocol; official = the official protocol's total)",
-             f"{'extension':>9}  {'pose loss':>9}  {'mPCP':>6}  {'mPCKh':>6}  {'mSymPCKh':>8}  {'official':>8}  {'spread':>6}"]
+             f"{'extension':>9}  {'pose loss':>9}  {'mPCP':>6}  {'mPCKh':>6}  {'mSymPCKh':>8}  "
+             f"{'official':>8}  {'spread':>6}"]
     for r in reports:
         h = r["headline"]
         lines.append(f"{r['extension']:>9g}  {h['pose_loss']:>9.5f}  {h['mPCP']:>6.3f}  {h['mPCKh']:>6.3f}  "
@@ -290,8 +292,9 @@ def write_json(doc: dict, path: str | os.PathLike) -> Path:
 
 
 def score_checkpoint(snapshot: str | os.PathLike | checkpoint.Checkpoint,
-                     data: str | os.PathLike | None = None, *, extensions=DEFAULT_EXTENSIONS, batch_size: int = 128, limit: int = 0,
-                     num_threads: int = 2, split: str = "test", out_json: str | os.PathLike | None = None,
+                     data: str | os.PathLike | None = None, *, extensions=DEFAULT_EXTENSIONS,
+                     batch_size: int = 128, limit: int = 0, num_threads: int = 2, split: str = "test",
+                     out_json: str | os.PathLike | None = None,
                      echo: Callable[[str], None] = print, note: Callable[[str], None] | None = None,
                      flip_test: bool = False) -> dict:
     """Score a checkpoint over a sweep of test-crop extensions, print each report and the sweep's

@@ -45,7 +45,8 @@ def make_snapshot(path, joints):
 
 def normalised(x):
     """(N, S, S, 3) float32: each image and channel to zero mean and unit variance (+1 px^2), in float64."""
-    return ((x - x.mean((1, 2), keepdims=True)) / np.sqrt(x.var((1, 2), keepdims=True) + 1.0)).astype(np.float32)
+    mean, var = x.mean((1, 2), keepdims=True), x.var((1, 2), keepdims=True)
+    return ((x - mean) / np.sqrt(var + 1.0)).astype(np.float32)
 
 
 def reference_crops(data, extension):
@@ -53,8 +54,9 @@ def reference_crops(data, extension):
     targets are ``codec.crop_geometry``'s (the NumPy statement of the crop rule) and the crop is resampled
     with ``cv2.warpAffine``, in RGB order.
 
-    Returns raw crops (N, S, S, 3) float64 0-255 (``normalised`` makes the network input), targets (N, K, 2), weights (N, K), crop boxes (N, 4) ``x0, y0,
-    w, h`` and ground truth (N, K, 2, NaN = not annotated), both in source-image pixels."""
+    Returns raw crops (N, S, S, 3) float64 0-255 (``normalised`` makes the network input), targets
+    (N, K, 2), weights (N, K), crop boxes (N, 4) ``x0, y0, w, h`` and ground truth (N, K, 2, NaN = not
+    annotated), both in source-image pixels."""
     images, targets, weights, boxes, gt = [], [], [], [], []
     for rec in shard_format.iter_records(data, "test"):
         bgr = cv2.imdecode(np.frombuffer(rec.jpeg, np.uint8), cv2.IMREAD_COLOR)
@@ -100,7 +102,7 @@ def test_score_checkpoint_sweep_and_json(shards, tmp_path):
     assert "pose loss" in text and "mPCP" in text and "[official]" in text
 
     # The pose loss is the training loss on the test crops, recomputed here from crops made without the
-    # pipeline: a crop that is not normalised, in BGR order, mirrored or of another box changes it.
+    # pipeline: a crop that is not normalised, in BGR order or mirrored changes it (boxes: checked below).
     for report in doc["reports"]:
         raw, targets, weights, _, _ = reference_crops(data, report["extension"])
         expected = numpy_pose_loss(model(normalised(raw), training=False).numpy(), targets, weights)
@@ -108,7 +110,8 @@ def test_score_checkpoint_sweep_and_json(shards, tmp_path):
         # negative control: the network answers differently to each wrong input, so the check above bites
         # (not normalised, BGR, mirrored, upside down)
         for wrong in (raw, normalised(raw[..., ::-1]), normalised(raw[:, :, ::-1]), normalised(raw[:, ::-1])):
-            changed = numpy_pose_loss(model(wrong.astype(np.float32), training=False).numpy(), targets, weights)
+            out = model(wrong.astype(np.float32), training=False).numpy()
+            changed = numpy_pose_loss(out, targets, weights)
             assert abs(changed - expected) > 0.02 * expected
 
     # the predictions are the network's outputs on those crops, decoded into the source image
@@ -191,13 +194,14 @@ def test_flip_test_maps_the_mirrored_prediction_back(shards):
     inp = keras.Input((S, S, 3))
     d = keras.layers.Lambda(lambda x: tf.reduce_mean(x[:, :, : S // 2], axis=[1, 2, 3])
                             - tf.reduce_mean(x[:, :, S - S // 2:], axis=[1, 2, 3]))(inp)
-    xy = keras.layers.Lambda(lambda v: tf.reshape(tf.stack([v[:, None] * scale, tf.ones_like(v[:, None] * scale) * 0.1], -1),
-                                                  [-1, 2 * k]))(d)
+    xy = keras.layers.Lambda(lambda v: tf.reshape(
+        tf.stack([v[:, None] * scale, tf.ones_like(v[:, None] * scale) * 0.1], -1), [-1, 2 * k]))(d)
     model = keras.Model(inp, xy)
     plain = scoring.predict_split(model, data, extension=2.0, batch_size=4)
     perm = list(skeleton.MPII.flip_permutation)
     flipped = scoring.predict_split(model, data, extension=2.0, batch_size=4, flip_test=True, flip_perm=perm)
-    images = np.concatenate([b["images"] for b in dali.eval_batches(data, batch_size=4, input_size=S, extension=2.0)])
+    images = np.concatenate([b["images"] for b in dali.eval_batches(data, batch_size=4, input_size=S,
+                                                                    extension=2.0)])
     dd = images[:, :, : S // 2].mean((1, 2, 3)) - images[:, :, S - S // 2:].mean((1, 2, 3))
     np.testing.assert_allclose(plain["targets_pred"][..., 0], dd[:, None] * scale, rtol=1e-4, atol=1e-5)
     expected_x = dd[:, None] * (scale + scale[perm]) / 2
