@@ -14,7 +14,7 @@ from deeppose_fast import checkpoint, dist
 from deeppose_fast.config import PRESETS, SETTINGS, option
 from deeppose_fast.datasets import DatasetError
 from deeppose_fast.datasets.shards import ShardError
-from deeppose_fast.pipeline.dali import PipelineError
+from deeppose_fast.pipeline.contract import PipelineError
 from deeppose_fast.pipeline.native import NativeBuildError
 from deeppose_fast.train import RankLost, TrainingDiverged, train_command
 
