@@ -3,6 +3,7 @@ merging interleaved runs, and clear errors from a failing worker."""
 from __future__ import annotations
 
 import sys
+import time
 
 import pytest
 
@@ -29,6 +30,26 @@ def test_measure_rate_excludes_warmup_and_honours_min_calls():
     assert len(calls) == 3 + 2 * 5
     assert len(t.values) == 2 and all(v > 0 for v in t.values)
     assert len(t.cpu_s_per_item) == 2
+
+
+def test_measure_rate_reports_the_time_waiting_for_input():
+    fetched = []
+
+    def fetch():
+        time.sleep(0.02)
+        fetched.append(1)
+        return 3
+
+    def step(batch):
+        time.sleep(0.02)
+        return batch
+
+    t = core.measure_rate(step, fetch=fetch, warmup=1, repeats=2, min_calls=3)
+    assert len(fetched) == 1 + 2 * 3 and len(t.wait_fraction) == 2
+    assert all(0.15 < w < 0.85 for w in t.wait_fraction)  # about half: as long fetching as stepping
+    d = t.to_dict()
+    assert d["wait_fraction"] == t.wait_fraction and 0.15 < d["wait_fraction_median"] < 0.85
+    assert "wait_fraction" not in core.measure_rate(lambda: 1, warmup=0, repeats=1).to_dict()
 
 
 def test_results_are_found_behind_horovodrun_prefixes():
