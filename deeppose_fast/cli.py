@@ -9,6 +9,10 @@ import click
 
 from deeppose_fast import __version__
 
+# TensorFlow's C++ INFO lines (CPU feature notes) drown the command's own output; warnings stay. Set at
+# import: click imports the sub-command's module (which may load TensorFlow) before the group's callback.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
 # sub-command -> (module, one-line help shown by --help without importing the module)
 COMMANDS = {
     "prepare": ("deeppose_fast.commands.prepare", "Prepare a data set: parse, split, pack into shards."),
@@ -42,8 +46,6 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="deeppose-fast")
 def main():
     """DeepPose stage 1, fast: data preparation, training, evaluation, prediction and benchmarks."""
-    # TensorFlow's C++ INFO lines (CPU feature notes) drown the command's own output; warnings stay.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
 if __name__ == "__main__":

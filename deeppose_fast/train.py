@@ -210,10 +210,10 @@ def setup(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
     out = Path(cfg.out)
     real_data = dataset_factory is None
     if real_data:
-        manifest = shards.read_manifest(cfg.data)
+        manifest = shards.Manifest.read(cfg.data)
         precrop.require_covers(cfg.data, cfg.augment, manifest=manifest)
-        num_joints = int(manifest["num_joints"])
-        skeleton = manifest.get("skeleton", skeleton)
+        num_joints = int(manifest.num_joints)
+        skeleton = manifest.skeleton or skeleton
         dataset_factory = dali_dataset_factory(cfg)
     if num_joints is None:
         raise ValueError("num_joints is required with a custom dataset_factory")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from deeppose_fast import checkpoint, export, predict
-from deeppose_fast.model import build_regressor
+from deeppose_fast import model as model_lib
 from deeppose_fast.specs import ModelSpec
 
 S, K = 67, 14
@@ -27,7 +27,7 @@ _META = {"num_joints": K, "skeleton": "lsp", "model": SPEC.to_dict(), "config": 
 def exported(tmp_path_factory):
     """(model, export folder); the checkpoint lies in a run folder ``run/checkpoints`` next to the export."""
     keras.utils.set_random_seed(0)
-    m = build_regressor(K, **SPEC.to_dict())
+    m = model_lib.build(SPEC, K)
     d = tmp_path_factory.mktemp("exp")
     ckpt = checkpoint.save(d / "run" / "checkpoints", 3, {"model": m.variables}, _META)
     out = export.export_savedmodel(ckpt, d / "saved")

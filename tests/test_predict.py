@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from deeppose_fast import checkpoint, predict, skeleton, viz
-from deeppose_fast.model import build_regressor
+from deeppose_fast import model as model_lib
 from deeppose_fast.pipeline.contract import NORM_EPSILON
 from deeppose_fast.specs import ModelSpec
 
@@ -23,7 +23,7 @@ SPEC = ModelSpec(input_size=S, width=0.25, fc_units=16, dropout=0.0, init="he")
 @pytest.fixture(scope="module")
 def snapshot(tmp_path_factory):
     keras.utils.set_random_seed(0)
-    m = build_regressor(16, **SPEC.to_dict())
+    m = model_lib.build(SPEC, 16)
     d = tmp_path_factory.mktemp("ckpt")
     meta = {"num_joints": 16, "skeleton": "mpii", "model": SPEC.to_dict(),
             "config": {"ext_max": 2.0, "eval_extension": 0.0}}

@@ -94,12 +94,11 @@ def prepared_data(s: Settings) -> tuple[Path, dict]:
                 warnings.simplefilter("ignore", DatasetWarning)
                 prepare("synthetic", path, num_images=s.synthetic_images, workers=2, progress=False)
     try:
-        m = shards.read_manifest(path)
+        m = shards.Manifest.read(path)
     except shards.ShardError as e:
         raise ValueError(f"--data {path}: not a prepared data set ({e}); make one with `deeppose-fast prepare`")
-    return path, {"path": str(path), "name": m.get("name"), "num_joints": int(m["num_joints"]),
-                  "train_people": int(m["splits"]["train"]["count"]),
-                  "train_shards": len(m["splits"]["train"]["shards"])}
+    return path, {"path": str(path), "name": m.name, "num_joints": int(m.num_joints),
+                  "train_people": m.count("train"), "train_shards": len(m.shard_names("train"))}
 
 
 def run(settings: Settings, *, command: str = "", log=print) -> dict:

@@ -58,11 +58,14 @@ def command(preset, resume, **overrides):
     except RankLost as e:
         if e.reporter:  # once per job, from rank 0 when it survived
             click.echo(f"error: {e}", err=True)
-        sys.exit(4)
+        dist.shutdown()
+        dist.exit_now(4)  # before horovodrun's SIGKILL; the checkpoints are on disk
     except (ValueError, FileNotFoundError, checkpoint.CheckpointError, DatasetError, ShardError, PipelineError,
             NativeBuildError) as e:
         raise click.ClickException(str(e)) from None
     finally:
         dist.shutdown()
-    if result["stopped_by"] == "signal" and not dist.launched_by_horovodrun():
-        sys.exit(130)  # a clean, resumable stop (train printed where and how to resume)
+    if result["stopped_by"] == "signal":  # a clean, resumable stop (train printed where and how to resume)
+        if dist.launched_by_horovodrun():
+            dist.exit_now(0)  # before horovodrun's SIGKILL, 5 s after its SIGTERM; logs and checkpoint are closed
+        sys.exit(130)
