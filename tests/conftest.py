@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,17 @@ def mpii_sample_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"fixture folder {path} not found")
     return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_shards(tmp_path_factory) -> Path:
+    """A small synthetic data set (24 generated images, MPII format) prepared once per test session by
+    ``prepare`` with its defaults. Shared: a test that damages or extends it works on a copy."""
+    from deeppose_fast.datasets import DatasetWarning
+    from deeppose_fast.datasets.prepare import prepare
+
+    out = tmp_path_factory.mktemp("synthetic-shards")
+    with warnings.catch_warnings():  # the generator's people without joints are skipped, with a warning
+        warnings.simplefilter("ignore", DatasetWarning)
+        prepare("synthetic", out, num_images=24, workers=1, progress=False)
+    return out

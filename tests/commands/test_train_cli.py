@@ -19,12 +19,10 @@ TINY = ["--preset", "synthetic-cpu", "--input-size", "67", "--width", "0.25", "-
         "--num-threads", "1", "--tf-threads", "1"]
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synthetic")
-    r = CliRunner().invoke(main, ["prepare", "synthetic", "--size", "12", "--out", str(out), "--quiet"])
-    assert r.exit_code == 0, r.output
-    return out
+@pytest.fixture
+def prepared(synthetic_shards):
+    """The session's data set prepared by `prepare` with its defaults (the reference recipe: no rotation)."""
+    return synthetic_shards
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import psutil
@@ -27,18 +26,6 @@ pytestmark = pytest.mark.distributed
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 KILL_BOUND_S = 60  # the job must be over this long after a rank dies (measured: a few seconds)
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    from deeppose_fast.datasets import DatasetWarning
-    from deeppose_fast.datasets.prepare import prepare
-
-    out = tmp_path_factory.mktemp("synthetic")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DatasetWarning)
-        prepare("synthetic", out, num_images=24, workers=1, progress=False)
-    return out
 
 
 class Job:
@@ -114,8 +101,8 @@ class Job:
                 continue
 
 
-def test_a_killed_rank_ends_the_job_with_a_message_naming_it(shards, tmp_path):
-    job = Job(shards, tmp_path / "run")
+def test_a_killed_rank_ends_the_job_with_a_message_naming_it(synthetic_shards, tmp_path):
+    job = Job(synthetic_shards, tmp_path / "run")
     job.wait_for(r"\[0\]<stdout>:step 10 ")
     victim = job.rank_process(1)
     killed_at = time.monotonic()
@@ -133,8 +120,8 @@ def test_a_killed_rank_ends_the_job_with_a_message_naming_it(shards, tmp_path):
     print(f"job ended {elapsed:.1f} s after the kill")  # reported with -s
 
 
-def test_ctrl_c_to_horovodrun_stops_every_rank_at_one_step_cleanly(shards, tmp_path):
-    job = Job(shards, tmp_path / "run")
+def test_ctrl_c_to_horovodrun_stops_every_rank_at_one_step_cleanly(synthetic_shards, tmp_path):
+    job = Job(synthetic_shards, tmp_path / "run")
     job.wait_for(r"\[0\]<stdout>:step 10 ")
     job.proc.send_signal(signal.SIGINT)
     code = job.wait(60)
