@@ -35,6 +35,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from deeppose_fast.specs import AugmentSpec
+
 DRAW_FIELDS = ("ext_x", "ext_y", "shift_x", "shift_y", "flip", "angle", "scale")
 NUM_DRAWS = len(DRAW_FIELDS)
 MIN_ASPECT = 0.25  # a box side is at least this fraction of the other side
@@ -68,20 +70,21 @@ def eval_draws(extension: float) -> np.ndarray:
     return np.array([extension, extension, 0.0, 0.0, 0.0, 0.0, 1.0], np.float32)
 
 
-def sample_draws(rng: np.random.Generator, n: int, *, ext_range=(1.5, 2.0), flip: bool = True,
-                 rotation: float = 0.0, scale_jitter: float = 0.0) -> np.ndarray:
-    """(n, 7) float32 random draws of the training recipe (the DALI pipeline draws the same laws).
+def sample_draws(rng: np.random.Generator, n: int, augment: AugmentSpec = AugmentSpec()) -> np.ndarray:
+    """(n, 7) float32 random draws of ``n`` training crops under ``augment`` (the DALI pipeline draws the
+    same laws; ``DRAW_FIELDS`` names the columns).
 
-    ``ext_x, ext_y ~ U[ext_range]``, ``shift_x, shift_y ~ U[-1, 1]``, ``flip ~ Bernoulli(0.5)`` (0 when
-    ``flip`` is False), ``angle ~ U[-rotation, rotation]`` degrees, ``scale ~ U[1 - j, 1 + j]``.
+    ``ext_x, ext_y ~ U[ext_min, ext_max]``, ``shift_x, shift_y ~ U[-1, 1]`` (0 when ``shift`` is 0, as
+    DALI's), ``flip ~ Bernoulli(0.5)`` (0 when ``flip`` is False), ``angle ~ U[-rotation, rotation]``
+    degrees, ``scale ~ U[1 - j, 1 + j]`` with ``j = scale_jitter``.
     """
-    lo, hi = ext_range
+    a = augment
     d = np.empty((n, NUM_DRAWS), np.float32)
-    d[:, 0:2] = rng.uniform(lo, hi, (n, 2))
-    d[:, 2:4] = rng.uniform(-1.0, 1.0, (n, 2))
-    d[:, 4] = (rng.random(n) < 0.5) if flip else 0.0
-    d[:, 5] = rng.uniform(-rotation, rotation, n) if rotation else 0.0
-    d[:, 6] = rng.uniform(1.0 - scale_jitter, 1.0 + scale_jitter, n) if scale_jitter else 1.0
+    d[:, 0:2] = rng.uniform(a.ext_min, a.ext_max, (n, 2))
+    d[:, 2:4] = rng.uniform(-1.0, 1.0, (n, 2)) if a.shift else 0.0
+    d[:, 4] = (rng.random(n) < 0.5) if a.flip else 0.0
+    d[:, 5] = rng.uniform(-a.rotation, a.rotation, n) if a.rotation else 0.0
+    d[:, 6] = rng.uniform(1.0 - a.scale_jitter, 1.0 + a.scale_jitter, n) if a.scale_jitter else 1.0
     return d
 
 

@@ -183,13 +183,6 @@ def build(spec: ModelSpec, num_joints: int, split_groups: bool | None = None,
     return keras.Model(inputs, outputs, name=name)
 
 
-def build_regressor(num_joints: int, *settings, split_groups: bool | None = None,
-                    name: str = "deeppose_alexnet", **named) -> keras.Model:
-    """``build(ModelSpec(*settings, **named), num_joints)``: the settings spelled out, positionally in
-    ``ModelSpec``'s field order or by name (tests build small networks this way)."""
-    return build(ModelSpec(*settings, **named), num_joints, split_groups=split_groups, name=name)
-
-
 def split_variables(model: keras.Model) -> tuple[list, list]:
     """The trainable variables of the conv layers and of the fc layers (DTF optimises them apart)."""
     conv_vars, fc_vars = [], []

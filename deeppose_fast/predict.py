@@ -29,6 +29,7 @@ import numpy as np
 from deeppose_fast import checkpoint, codec, viz
 from deeppose_fast import skeleton as skeletons
 from deeppose_fast.pipeline.contract import normalize
+from deeppose_fast.specs import AugmentSpec
 
 MIN_OVERLAP = 2.0  # px: a person box overlapping the image less than this (width or height) is suspect
 
@@ -158,7 +159,7 @@ def make_crop(image_bgr: np.ndarray, crop_box: np.ndarray, size: int) -> np.ndar
     return normalize(crop[:, :, ::-1])  # BGR -> RGB, as the pipeline decodes
 
 
-def predict_images(model, images, *, boxes=None, extension: float = 2.0, batch_size: int = 32) -> list[Prediction]:
+def predict_images(model, images, *, boxes=None, extension: float = AugmentSpec().test_extension, batch_size: int = 32) -> list[Prediction]:
     """Joints for each image path (with an optional person box ``x1, y1, x2, y2`` each, None = whole
     image), in batches of ``batch_size`` crops through ``model`` (a Keras regressor)."""
     size = int(model.input_shape[1])

@@ -9,6 +9,7 @@ import pytest
 
 from deeppose_fast import codec
 from deeppose_fast.skeleton import LSP
+from deeppose_fast.specs import AugmentSpec
 
 S = 227
 PERM = LSP.flip_permutation
@@ -67,7 +68,7 @@ def test_crop_is_clipped_to_the_image_without_padding():
 
 def test_shift_is_bounded_so_joints_stay_in_the_crop():
     rng = np.random.default_rng(1)
-    for draws in codec.sample_draws(rng, 300, ext_range=(1.0, 2.0)):
+    for draws in codec.sample_draws(rng, 300, AugmentSpec(ext_min=1.0, ext_max=2.0)):
         pose = _random_pose(rng)
         g = codec.crop_geometry(pose, (480, 640), draws, size=S, flip_perm=PERM)
         assert g.weights.all(), draws
@@ -83,7 +84,7 @@ def test_shift_is_bounded_so_joints_stay_in_the_crop():
 def test_flip_mirrors_about_the_crop_centre_and_swaps_labels():
     rng = np.random.default_rng(2)
     pose = _random_pose(rng)
-    d = codec.sample_draws(rng, 1, ext_range=(1.3, 1.8))[0]
+    d = codec.sample_draws(rng, 1, AugmentSpec(ext_min=1.3, ext_max=1.8))[0]
     d[4] = 0
     plain = codec.crop_geometry(pose, (480, 640), d, size=S, flip_perm=PERM)
     d[4] = 1
@@ -164,11 +165,13 @@ def test_joints_on_the_image_border_are_inside():
 
 
 def test_sample_draws_follow_the_recipe_laws():
-    d = codec.sample_draws(np.random.default_rng(3), 4000, ext_range=(1.2, 1.6), rotation=10, scale_jitter=0.1)
+    d = codec.sample_draws(np.random.default_rng(3), 4000,
+                           AugmentSpec(ext_min=1.2, ext_max=1.6, rotation=10, scale_jitter=0.1))
     assert d.shape == (4000, codec.NUM_DRAWS)
     assert d[:, :2].min() >= 1.2 and d[:, :2].max() <= 1.6
     assert np.abs(d[:, 2:4]).max() <= 1 and set(np.unique(d[:, 4])) == {0.0, 1.0}
     assert 0.45 < d[:, 4].mean() < 0.55
     assert np.abs(d[:, 5]).max() <= 10 and np.abs(d[:, 6] - 1).max() <= 0.1
-    plain = codec.sample_draws(np.random.default_rng(3), 10, flip=False)
+    plain = codec.sample_draws(np.random.default_rng(3), 10, AugmentSpec(flip=False, shift=0.0))
     assert (plain[:, 4] == 0).all() and (plain[:, 5] == 0).all() and (plain[:, 6] == 1).all()
+    assert (plain[:, 2:4] == 0).all()  # no shift: no shift draws, as DALI's

@@ -22,11 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 
-from deeppose_fast import config
+from deeppose_fast import codec, config
 from deeppose_fast.bench import core
 from deeppose_fast.datasets import shards
 from deeppose_fast.pipeline import reference
-from deeppose_fast.pipeline.contract import PipelineError, gpu_available, split_info, train_draws
+from deeppose_fast.pipeline.contract import PipelineError, gpu_available, split_info
 from deeppose_fast.specs import AugmentSpec
 
 LOADERS = ("dali-cpu", "dali-gpu", "reference", "ram-cache")
@@ -74,7 +74,7 @@ class RamCacheLoader:
         if len(self._order) < self.batch_size:  # a new epoch, reshuffled
             self._order = np.concatenate([self._order, self.rng.permutation(len(self.images))])
         idx, self._order = self._order[:self.batch_size], self._order[self.batch_size:]
-        draws = train_draws(self.rng, self.batch_size, self.augment)
+        draws = codec.sample_draws(self.rng, self.batch_size, self.augment)
         results = list(self.pool.map(self._crop, idx, draws))
         return {"images": np.stack([im for im, _ in results]),
                 "targets": np.stack([g.targets for _, g in results]),

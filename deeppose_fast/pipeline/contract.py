@@ -2,8 +2,8 @@
 read the same prepared folders and hand out the same batches. Defined once here, imported by both:
 
 - what a split is (``SplitInfo``, ``split_info``) and the errors a loader raises (``PipelineError``);
-- the training draws under an ``AugmentSpec`` (``train_draws``), the label mapping back to source-image
-  pixels (``source_frame_labels``) and which records a rank reads (``shard_range``);
+- the label mapping back to source-image pixels (``source_frame_labels``) and which records a rank reads
+  (``shard_range``); the training draws under an ``AugmentSpec`` are ``codec.sample_draws``;
 - the one image normalisation, ``(x - mean) / sqrt(var + NORM_EPSILON)`` per image and channel
   (population variance): ``standardize`` is the formula, ``normalize`` its NumPy form (one image),
   ``normalize_tf`` its TensorFlow form (a batch, used by the exported SavedModel), and the DALI graph's
@@ -22,10 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deeppose_fast import codec
 from deeppose_fast import skeleton as skeletons
 from deeppose_fast.datasets import shards
-from deeppose_fast.specs import AugmentSpec
 
 NORM_EPSILON = 1.0  # added to the per-channel variance (pixel units^2): a flat crop stays finite
 DEVICES = ("auto", "cpu", "gpu")
@@ -107,17 +105,6 @@ def shard_range(count: int, shard_id: int, num_shards: int) -> tuple[int, int]:
 
 
 # samples -----------------------------------------------------------------------------------------
-def train_draws(rng: np.random.Generator, n: int, augment: AugmentSpec) -> np.ndarray:
-    """(n, 7) float32 random draws (``codec.DRAW_FIELDS``) of ``n`` training crops under ``augment``, by
-    the laws the DALI graph draws from (``codec.sample_draws``); the shift draws are 0 when ``shift`` is,
-    as DALI's are."""
-    draws = codec.sample_draws(rng, n, ext_range=augment.ext_range, flip=augment.flip,
-                               rotation=augment.rotation, scale_jitter=augment.scale_jitter)
-    if augment.shift == 0:
-        draws[:, 2:4] = 0
-    return draws
-
-
 def source_frame_labels(pose: np.ndarray, meta: np.ndarray, crop_box: np.ndarray) -> dict:
     """The evaluation labels of a batch in source-image pixels (shards store the pre-crop's frame).
 

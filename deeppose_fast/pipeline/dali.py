@@ -32,7 +32,6 @@ from deeppose_fast import codec
 from deeppose_fast.pipeline import native
 from deeppose_fast.pipeline.contract import (NORM_EPSILON, PipelineError, SplitInfo, as_split, resolve_device,
                                              shard_range, source_frame_labels)
-from deeppose_fast.pipeline.contract import split_info  # noqa: F401  (until scoring and show import it from contract)
 from deeppose_fast.pipeline.failures import reading_error
 from deeppose_fast.specs import AugmentSpec
 
@@ -278,7 +277,7 @@ def _reporting_dataset_class():
 
 
 def eval_batches(data, *, split: str | None = None, batch_size: int, input_size: int = 227,
-                 extension: float = 2.0, shard_id: int = 0, num_shards: int = 1, device: str = "auto",
+                 extension: float = AugmentSpec().test_extension, shard_id: int = 0, num_shards: int = 1, device: str = "auto",
                  layout: str = "NHWC", dtype: str = "float32", num_threads: int = 2,
                  device_id: int | None = None, normalize: bool = True) -> Iterator[dict]:
     """One pass over a split (this rank's part of it), every person exactly once, in shard order: a prepared

@@ -19,8 +19,7 @@ import numpy as np
 
 from deeppose_fast import codec
 from deeppose_fast.datasets import shards
-from deeppose_fast.pipeline.contract import (PipelineError, SplitInfo, as_split, normalize, source_frame_labels,
-                                             train_draws)
+from deeppose_fast.pipeline.contract import PipelineError, SplitInfo, as_split, normalize, source_frame_labels
 from deeppose_fast.specs import AugmentSpec
 
 
@@ -108,7 +107,7 @@ def train_batches(data, *, batch_size: int, augment: AugmentSpec = AugmentSpec()
     try:
         while True:
             batch = [next(records) for _ in range(batch_size)]
-            draws = train_draws(rng, batch_size, augment)
+            draws = codec.sample_draws(rng, batch_size, augment)
             results = list(pool.map(one, batch, draws))
             yield {
                 "images": _finish([r[0] for r in results], layout, dtype),
@@ -124,7 +123,7 @@ def train_batches(data, *, batch_size: int, augment: AugmentSpec = AugmentSpec()
 
 
 def eval_batches(data, *, split: str | None = None, batch_size: int, input_size: int = 227,
-                 extension: float = 2.0, layout: str = "NHWC", dtype: str = "float32", num_threads: int = 2,
+                 extension: float = AugmentSpec().test_extension, layout: str = "NHWC", dtype: str = "float32", num_threads: int = 2,
                  normalize_image: bool = True) -> Iterator[dict]:
     """One pass in shard order, like ``dali.eval_batches`` (one rank): same keys, same pixel frames."""
     info = as_split(data, split, "test")

@@ -12,6 +12,7 @@ from deeppose_fast.bench import pipeline
 from deeppose_fast.datasets import DatasetWarning, shards
 from deeppose_fast.datasets.prepare import prepare
 from deeppose_fast.pipeline import reference
+from deeppose_fast.specs import AugmentSpec
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def test_ram_cache_crops_equal_the_reference_loader(data):
     records = [r for tar in loader.info.tars for r in shards.iter_shard(tar)]
     assert len(loader.images) == len(records) == loader.info.count
     assert loader.cached_bytes == sum(im.nbytes for im in loader.images)
-    draws = codec.sample_draws(np.random.default_rng(0), len(records), ext_range=(1.5, 2.0))
+    draws = codec.sample_draws(np.random.default_rng(0), len(records), AugmentSpec())
     for i in (0, len(records) - 1):
         mine, g = loader._crop(i, draws[i])
         ref, h = reference.crop_sample(records[i].jpeg, records[i].pose, draws[i], size=64,

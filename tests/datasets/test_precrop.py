@@ -51,8 +51,8 @@ def test_precrop_contains_every_recipe_crop(rotation, jitter):
         pose[:, 2] = annotated
         local = pose.copy()
         local[annotated, :2] -= np.float32([x0, y0])
-        draws = codec.sample_draws(rng, 1, ext_range=(1.0, 2.0), flip=False, rotation=rotation,
-                                   scale_jitter=jitter)[0]
+        draws = codec.sample_draws(rng, 1, AugmentSpec(ext_min=1.0, ext_max=2.0, flip=False, rotation=rotation,
+                                                       scale_jitter=jitter))[0]
         full = codec.crop_geometry(pose, (H, W), draws, size=227)
         cut = codec.crop_geometry(local, (y1 - y0, x1 - x0), draws, size=227)
         np.testing.assert_allclose(cut.crop_box[:2] + [x0, y0], full.crop_box[:2], atol=2e-3)
@@ -143,7 +143,7 @@ def test_a_refused_rotation_really_reaches_outside():
     pose = np.zeros((3, 4), np.float32)
     pose[:, :2], pose[:, 2] = joints, 1
     reach = 0.0
-    for draws in codec.sample_draws(rng, 200, ext_range=(1.5, 2.0), flip=False, rotation=30.0):
+    for draws in codec.sample_draws(rng, 200, AugmentSpec(flip=False, rotation=30.0)):
         g = codec.crop_geometry(pose, (4000, 4000), draws, size=227)
         lo, hi = g.anchor, g.anchor + g.shape
         reach = max(reach, x0 - lo[0], y0 - lo[1], hi[0] - x1, hi[1] - y1)

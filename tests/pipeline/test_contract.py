@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from deeppose_fast import codec
 from deeppose_fast.datasets import shards
 from deeppose_fast.pipeline import contract
 from deeppose_fast.skeleton import LSP
@@ -42,14 +43,14 @@ def test_normalisation_numpy_and_tensorflow_agree_with_the_formula():
 
 def test_train_draws_follow_the_spec():
     rng = np.random.default_rng(1)
-    d = contract.train_draws(rng, 500, AugmentSpec(ext_min=1.1, ext_max=1.3, shift=0.0, flip=False,
+    d = codec.sample_draws(rng, 500, AugmentSpec(ext_min=1.1, ext_max=1.3, shift=0.0, flip=False,
                                                    rotation=12.0, scale_jitter=0.2))
     assert d.shape == (500, 7) and d.dtype == np.float32
     assert ((d[:, :2] >= 1.1) & (d[:, :2] <= 1.3)).all()
     assert (d[:, 2:5] == 0).all()  # no shift, no flip
     assert (np.abs(d[:, 5]) <= 12).all() and np.abs(d[:, 5]).max() > 6
     assert ((d[:, 6] >= 0.8) & (d[:, 6] <= 1.2)).all()
-    d = contract.train_draws(rng, 500, AugmentSpec())
+    d = codec.sample_draws(rng, 500, AugmentSpec())
     assert 0.3 < d[:, 4].mean() < 0.7 and (d[:, 5] == 0).all() and (d[:, 6] == 1).all()
     assert np.abs(d[:, 2:4]).max() > 0.5
 

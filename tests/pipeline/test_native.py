@@ -10,6 +10,7 @@ import pytest
 from deeppose_fast import codec
 from deeppose_fast.pipeline import native
 from deeppose_fast.skeleton import LSP, MPII
+from deeppose_fast.specs import AugmentSpec
 
 S = 227
 
@@ -36,7 +37,7 @@ def _run_operator(samples, size=S, flip_perm=(), shift=0.1):
 
 def _random_samples(rng, n, k):
     samples = []
-    draws = codec.sample_draws(rng, n, ext_range=(0.8, 2.2), rotation=40, scale_jitter=0.3)
+    draws = codec.sample_draws(rng, n, AugmentSpec(ext_min=0.8, ext_max=2.2, rotation=40, scale_jitter=0.3))
     for i in range(n):
         h, w = int(rng.integers(1, 900)), int(rng.integers(1, 900))
         pose = np.zeros((k, 4), np.float32)
