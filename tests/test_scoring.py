@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import cv2
@@ -14,21 +13,11 @@ from click.testing import CliRunner
 
 from deeppose_fast import checkpoint, codec, model as model_lib, scoring, skeleton
 from deeppose_fast.commands.eval import command, parse_extensions
-from deeppose_fast.datasets import DatasetWarning, shards as shard_format
-from deeppose_fast.datasets.prepare import prepare
+from deeppose_fast.datasets import shards as shard_format
 from deeppose_fast.pipeline import dali
 from deeppose_fast.specs import ModelSpec
 
 S = 67
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synthetic")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DatasetWarning)
-        manifest = prepare("synthetic", out, num_images=24, workers=1, progress=False)
-    return out, manifest
 
 
 def make_snapshot(path, joints):
@@ -82,15 +71,15 @@ def numpy_pose_loss(out, targets, weights):
     return float((per.sum(1) / np.maximum(weights.sum(1), 1)).mean())
 
 
-def test_score_checkpoint_sweep_and_json(shards, tmp_path):
-    data, manifest = shards
+def test_score_checkpoint_sweep_and_json(synthetic_shards, tmp_path):
+    data = synthetic_shards
     ckpt, model = make_snapshot(tmp_path / "ck", 16)
     out_json = tmp_path / "eval.json"
     lines = []
     doc = scoring.score_checkpoint(ckpt, data, extensions=(1.2, 2.0), batch_size=4, out_json=out_json,
                                    echo=lines.append)
     assert json.loads(out_json.read_text()) == json.loads(json.dumps(doc))
-    n_test = manifest["splits"]["test"]["count"]
+    n_test = shard_format.Manifest.read(data).count("test")
     assert [r["extension"] for r in doc["reports"]] == [1.2, 2.0]
     for r in doc["reports"]:
         assert r["num_people"] == n_test
@@ -127,8 +116,8 @@ def test_score_checkpoint_sweep_and_json(shards, tmp_path):
     assert doc["reports"][1]["pose_loss"] == pytest.approx(preds["pose_loss"], rel=1e-6)
 
 
-def test_a_sweep_loads_the_checkpoint_and_reads_the_manifest_once(shards, tmp_path, monkeypatch):
-    data, _ = shards
+def test_a_sweep_loads_the_checkpoint_and_reads_the_manifest_once(synthetic_shards, tmp_path, monkeypatch):
+    data = synthetic_shards
     ckpt, _ = make_snapshot(tmp_path / "ck", 16)
     calls = {"manifest.json reads": 0, "checkpoint loads": 0}
     read_text, load = Path.read_text, checkpoint.load
@@ -160,8 +149,8 @@ def test_prediction_spread():
     assert scoring.prediction_spread(0.5 * t_gt, gt, box) == pytest.approx(0.5)
 
 
-def test_eval_command_errors(shards, tmp_path):
-    data, _ = shards
+def test_eval_command_errors(synthetic_shards, tmp_path):
+    data = synthetic_shards
     runner = CliRunner()
     res = runner.invoke(command, [str(tmp_path / "missing"), "--data", str(data)])
     assert res.exit_code != 0 and "no such checkpoint" in res.output
@@ -185,10 +174,10 @@ def test_parse_extensions():
         parse_extensions("0,1")
 
 
-def test_flip_test_maps_the_mirrored_prediction_back(shards):
+def test_flip_test_maps_the_mirrored_prediction_back(synthetic_shards):
     """A model whose x output is s_k * (mean of the left half - mean of the right half): mirroring the crop
     negates it, so the flip test must give ((s_k + s_perm(k)) / 2) * D, with y unchanged."""
-    data, _ = shards
+    data = synthetic_shards
     k = 16
     scale = np.arange(1, k + 1, dtype=np.float32)
     inp = keras.Input((S, S, 3))

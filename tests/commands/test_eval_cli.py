@@ -4,7 +4,6 @@ run evaluated from another directory than the one it was trained in."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import keras

@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 
 import horovod.tensorflow  # noqa: F401  (required: a broken install fails here instead of skipping)
@@ -19,8 +18,6 @@ import numpy as np
 import pytest
 
 from deeppose_fast import checkpoint
-from deeppose_fast.datasets import DatasetWarning
-from deeppose_fast.datasets.prepare import prepare
 
 pytestmark = pytest.mark.distributed
 
@@ -47,20 +44,12 @@ def horovodrun(args, timeout=300):
     return out
 
 
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synthetic")
-    with warnings.catch_warnings():  # the generator's people without joints are skipped, with a warning
-        warnings.simplefilter("ignore", DatasetWarning)
-        prepare("synthetic", out, num_images=24, workers=1, progress=False)
-    return out
-
-
-def test_two_ranks_train_identically_and_only_rank0_writes(shards, tmp_path):
+def test_two_ranks_train_identically_and_only_rank0_writes(synthetic_shards, tmp_path):
     out = tmp_path / "run"
     deeppose = shutil.which("deeppose-fast", path=str(BIN))
     entry = [deeppose] if deeppose else [sys.executable, "-m", "deeppose_fast.cli"]
-    log = horovodrun(entry + ["train", "--preset", "synthetic-cpu", "--data", str(shards), "--out", str(out),
+    log = horovodrun(entry + ["train", "--preset", "synthetic-cpu", "--data", str(synthetic_shards),
+                              "--out", str(out),
                               "--max-steps", "4", "--batch-size", "4", "--eval-every", "0", "--ckpt-every", "2",
                               "--input-size", "67", "--width", "0.25", "--fc-units", "32", "--tf-threads", "1",
                               "--num-threads", "1", "--no-progress", "--max-minutes", "0", "--fp16-allreduce"])
