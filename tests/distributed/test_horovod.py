@@ -1,7 +1,8 @@
 """Data-parallel training under ``horovodrun -np 2 -H localhost:2 --gloo`` on CPU.
 
-Checks: the weights are identical on both ranks after training, only rank 0 wrote files, and one step
-on 2 ranks with half the batch each equals one single-process step on the full batch.
+Checks: the weights are identical on both ranks after training, only rank 0 wrote files, two "hosts" on
+loopback train exactly as one host with two ranks, and one step on 2 ranks with half the batch each
+equals one single-process step on the full batch.
 """
 from __future__ import annotations
 
@@ -34,27 +35,33 @@ def _env():
     return env
 
 
-def horovodrun(args, timeout=300):
+def horovodrun(args, timeout=300, hosts="localhost:2"):
     exe = shutil.which("horovodrun", path=str(BIN)) or shutil.which("horovodrun")
     assert exe is not None, f"horovodrun (installed with horovod) is neither in {BIN} nor on PATH"
-    cmd = [exe, "-np", "2", "-H", "localhost:2", "--gloo"] + args
+    cmd = [exe, "-np", "2", "-H", hosts, "--gloo"] + args
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=timeout, cwd=REPO)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     return out
 
 
-def test_two_ranks_train_identically_and_only_rank0_writes(synthetic_shards, tmp_path):
-    out = tmp_path / "run"
+def train_on_two_ranks(data, out, hosts="localhost:2") -> tuple[str, dict[str, str]]:
+    """A 4-step training of a small network under horovodrun; returns the log and {rank: weights sha256}."""
     deeppose = shutil.which("deeppose-fast", path=str(BIN))
     entry = [deeppose] if deeppose else [sys.executable, "-m", "deeppose_fast.cli"]
-    log = horovodrun(entry + ["train", "--preset", "synthetic-cpu", "--data", str(synthetic_shards),
-                              "--out", str(out),
+    log = horovodrun(entry + ["train", "--preset", "synthetic-cpu", "--data", str(data), "--out", str(out),
                               "--max-steps", "4", "--batch-size", "4", "--eval-every", "0", "--ckpt-every", "2",
                               "--input-size", "67", "--width", "0.25", "--fc-units", "32", "--tf-threads", "1",
-                              "--num-threads", "1", "--no-progress", "--max-minutes", "0", "--fp16-allreduce"])
+                              "--num-threads", "1", "--no-progress", "--max-minutes", "0", "--fp16-allreduce"],
+                     hosts=hosts)
     digests = dict(re.findall(r"rank (\d)/2 step 4 weights sha256 ([0-9a-f]{64})", log))
     assert set(digests) == {"0", "1"}, log[-3000:]
+    return log, digests
+
+
+def test_two_ranks_train_identically_and_only_rank0_writes(synthetic_shards, tmp_path):
+    out = tmp_path / "run"
+    log, digests = train_on_two_ranks(synthetic_shards, out)
     assert digests["0"] == digests["1"]
     # only rank 0 wrote: one TensorBoard events file, one header in the log, no stray temporary folders
     events = list((out / "tensorboard").glob("events.out.tfevents.*"))
@@ -62,6 +69,15 @@ def test_two_ranks_train_identically_and_only_rank0_writes(synthetic_shards, tmp
     assert (out / "train.log").read_text().count("training synthetic-cpu") == 1
     assert "2 rank(s) x batch 4" in (out / "train.log").read_text()
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["ckpt-00000002", "ckpt-00000004"]
+
+
+def test_two_hosts_on_loopback_train_as_one_host_with_two_ranks(synthetic_shards, tmp_path):
+    # horovodrun treats each name as a host (no SSH for this machine's own addresses): the ranks meet over
+    # TCP as they would across machines, and must reach the same weights, bit for bit
+    _, one_host = train_on_two_ranks(synthetic_shards, tmp_path / "one", hosts="localhost:2")
+    _, two_hosts = train_on_two_ranks(synthetic_shards, tmp_path / "two", hosts="localhost:1,127.0.0.1:1")
+    assert two_hosts == one_host
+    assert checkpoint.load(tmp_path / "two").step == 4
 
 
 STEP_SCRIPT = """
