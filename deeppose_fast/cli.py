@@ -23,6 +23,7 @@ COMMANDS = {
     "export": ("deeppose_fast.commands.export", "Export a checkpoint to a SavedModel that serves alone."),
     "show": ("deeppose_fast.commands.show", "Write a contact sheet of augmented training crops with skeletons."),
     "bench": ("deeppose_fast.commands.bench", "Measure where the time goes: pipeline, step, end to end, metrics, Horovod."),
+    "doctor": ("deeppose_fast.commands.doctor", "Check this host before a long training: versions, GPUs, native build, GPU parity."),
 }
 
 

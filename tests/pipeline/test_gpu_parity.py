@@ -1,55 +1,46 @@
 """Backend parity: the same samples through the DALI pipeline on the CPU and on the GPU (mixed JPEG
-decode, GPU warp and normalisation). Skipped where no GPU is present."""
+decode, GPU warp and normalisation). The comparisons and their tolerances live in
+``deeppose_fast.pipeline.parity`` (``deeppose-fast doctor`` runs the same ones); the GPU tests are skipped
+where no GPU is present. The CPU tests run the same comparisons with the CPU on both sides, so that the
+comparison code itself runs on every host."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from deeppose_fast.pipeline import dali
-from deeppose_fast.skeleton import LSP
-from deeppose_fast.specs import AugmentSpec
-from deeppose_fast.testing import dots
-
-pytestmark = pytest.mark.gpu
-PERM = LSP.flip_permutation
+from deeppose_fast.pipeline import parity
 
 
 @pytest.fixture(scope="module")
 def dot_dir(tmp_path_factory):
-    return dots.make_dot_dataset(tmp_path_factory.mktemp("dots"), num_train=32, num_test=13,
-                                 records_per_shard=10, unannotated=0.1, seed=5)
+    return parity.make_dot_data(tmp_path_factory.mktemp("dots"))
 
 
-def test_eval_parity(dot_dir):
-    kw = dict(batch_size=4, input_size=227, extension=1.5, normalize=False)
-    cpu = list(dali.eval_batches(dot_dir, device="cpu", **kw))
-    gpu = list(dali.eval_batches(dot_dir, device="gpu", **kw))
-    assert [len(b["person_index"]) for b in gpu] == [4, 4, 4, 1]
-    for a, b in zip(cpu, gpu):
-        np.testing.assert_array_equal(a["person_index"], b["person_index"])
-        np.testing.assert_allclose(a["targets"], b["targets"], atol=1e-6)
-        np.testing.assert_allclose(a["crop_box"], b["crop_box"], atol=1e-4)
-        diff = np.abs(a["images"] - b["images"])  # 0-255: JPEG decoders may differ by a grey level or two
-        assert diff.mean() < 1.0 and np.percentile(diff, 99) < 8, (diff.mean(), np.percentile(diff, 99))
+@pytest.mark.gpu
+@pytest.mark.parametrize("check", parity.CHECKS, ids=lambda c: c.__name__)
+def test_gpu_matches_cpu(dot_dir, check):
+    result = check(dot_dir, "gpu")
+    assert result.figures and result.passed, result.summary()
 
 
-def test_train_parity_and_dot_test_on_gpu(dot_dir):
-    kw = dict(batch_size=16, seed=3, normalize=False, augment=AugmentSpec(rotation=15.0))
-    cpu = next(dali.train_batches(dot_dir, device="cpu", **kw))
-    gpu = next(dali.train_batches(dot_dir, device="gpu", **kw))
-    # the reader and the random draws run on the CPU in both: same people, same draws
-    np.testing.assert_array_equal(cpu["meta"], gpu["meta"])
-    np.testing.assert_array_equal(cpu["draws"], gpu["draws"])
-    np.testing.assert_allclose(cpu["targets"], gpu["targets"], atol=1e-6)
-    diff = np.abs(cpu["images"] - gpu["images"])
-    assert diff.mean() < 1.0, diff.mean()
-    r = dots.check_dots(gpu["images"], gpu["targets"], gpu["weights"], gpu["draws"][:, 4] > 0.5, PERM)
-    assert r["label_accuracy"] == 1.0 and r["mean_error_px"] < 0.5, r
+def test_the_checks_run_and_pass_cpu_against_cpu(dot_dir):
+    for check in parity.CHECKS:
+        result = check(dot_dir, "cpu")
+        assert result.figures and result.passed, (check.__name__, result.summary())
 
 
-def test_gpu_normalised_output_matches_cpu(dot_dir):
-    kw = dict(batch_size=8, seed=1, input_size=96, layout="NCHW", dtype="float16")
-    cpu = next(dali.train_batches(dot_dir, device="cpu", **kw))["images"].astype(np.float32)
-    gpu = next(dali.train_batches(dot_dir, device="gpu", **kw))["images"].astype(np.float32)
-    assert gpu.shape == (8, 3, 96, 96)
-    assert np.abs(cpu - gpu).mean() < 0.02
+def test_a_figure_out_of_bounds_fails_the_check():
+    r = parity.ParityResult("demo")
+    r.add("pixels mean |diff| grey", 0.5, "<", parity.EVAL_MEAN_GREY)
+    assert r.passed
+    r.add("pixels p99 |diff| grey", 9.0, "<", parity.EVAL_P99_GREY)
+    assert not r.passed
+    assert r.summary() == "pixels p99 |diff| grey = 9 (needs < 8.0)"
+    assert r.to_dict()["figures"][1] == {"name": "pixels p99 |diff| grey", "value": 9.0, "op": "<",
+                                         "limit": 8.0, "passed": False}
+
+
+def test_the_stated_tolerances():
+    """The bounds the GPU tests have always stated (issue 11 asks for them to be re-derived: not done)."""
+    assert (parity.TARGET_ATOL, parity.CROP_BOX_ATOL) == (1e-6, 1e-4)
+    assert (parity.EVAL_MEAN_GREY, parity.EVAL_P99_GREY, parity.TRAIN_MEAN_GREY) == (1.0, 8.0, 1.0)
+    assert (parity.DOT_LABEL_ACCURACY, parity.DOT_MEAN_ERROR_PX, parity.NORMALISED_MEAN) == (1.0, 0.5, 0.02)
