@@ -1,2 +1,3 @@
-"""Helpers only tests use, never imported by the package: ``dots`` writes dot-people shards whose crops
-can be checked pixel by pixel."""
+"""Generated data with a known answer, for tests and for `deeppose-fast doctor`'s GPU parity checks
+(``pipeline/parity.py``): ``dots`` writes dot-people shards whose crops can be checked pixel by pixel.
+Training, evaluation and prediction never import it."""
