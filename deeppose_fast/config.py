@@ -86,6 +86,8 @@ class TrainConfig:
     keep_checkpoints: int = 3
     data_segment_steps: int = 1000  # the input pipeline is re-seeded every N steps (exact resume)
     # distribution and speed
+    elastic: bool = False  # Horovod elastic mode: survive a lost rank, admit new ones (horovodrun --min-np ...)
+    commit_every: int = 10  # elastic: commit the state in memory every N steps (the rollback point)
     fp16_allreduce: bool = False
     mixed_precision: str = "off"  # off | bf16 (bfloat16 compute, float32 weights and output)
     xla: bool = False
@@ -124,6 +126,7 @@ class TrainConfig:
              "ckpt_every and log_every must be >= 1, eval_every >= 0")
         need(self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         need(self.data_segment_steps >= 1, "data_segment_steps must be >= 1")
+        need(self.commit_every >= 1, f"commit_every must be >= 1, got {self.commit_every}")
 
     @property
     def test_extension(self) -> float:

@@ -3,13 +3,21 @@
 Horovod is imported lazily, only when the launcher's environment says this process is one of several
 ranks, so a plain ``python`` run never needs it. Keras 3 needs the *backing* ``tf.Variable`` of each
 Keras variable (``v.value``) for Horovod's tape and broadcast (see shared/STACK.md).
+
+Elastic training (``run_elastic``, ``horovodrun --min-np/--max-np --host-discovery-script``): the state
+is committed in memory (``KerasState``), and a rank that fails makes the survivors roll back to the last
+commit, re-form the ring and call the training function again. Horovod 0.28.1's own Keras and TF states
+predate Keras 3 (``optimizer.variables()`` is a list there; its TF state broadcasts in its constructor and
+not on reset), hence ``KerasState`` here.
 """
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
 import time
+from typing import Callable
 
 _hvd = None  # the horovod.tensorflow module once initialised
 _initialised = False
@@ -60,7 +68,8 @@ def init(pin_gpu: bool = True) -> None:
 
         hvd.init()
         _hvd = hvd
-        if hvd.size() > 1:  # who is where, so that a lost rank can be named later
+        # Not under elastic mode: a collective outside the elastic function deadlocks a rank that joins.
+        if hvd.size() > 1 and not is_elastic():  # who is where, so that a lost rank can be named later
             _peers[:] = hvd.allgather_object((socket.gethostname(), os.getpid()), name="deeppose_fast_peers")
     if pin_gpu:
         import tensorflow as tf
@@ -71,6 +80,11 @@ def init(pin_gpu: bool = True) -> None:
             gpu = gpus[local_rank() % len(gpus)]
             tf.config.set_visible_devices(gpu, "GPU")
             tf.config.experimental.set_memory_growth(gpu, True)
+
+
+def is_elastic() -> bool:
+    """Whether horovodrun started this process in elastic mode (``--host-discovery-script``)."""
+    return os.environ.get("HOROVOD_ELASTIC") == "1"
 
 
 def is_distributed() -> bool:
@@ -212,6 +226,89 @@ def exit_now(code: int) -> None:
         except (OSError, ValueError):
             pass
     os._exit(code)
+
+
+@functools.cache
+def _keras_state_class() -> type:
+    """``KerasState``, made on first use: it subclasses Horovod's ``State``, imported only when elastic
+    training runs (a plain process never needs Horovod)."""
+    from horovod.common.elastic import State
+
+    class KerasState(State):
+        """Keras 3 / TF variables committed to host memory (``save``: a NumPy copy of each), restored
+        from it after a failure (``restore``) and broadcast from rank 0 when the ring is (re-)formed
+        (``sync``, which also commits, so a rank that joins holds a commit from its first step)."""
+
+        def __init__(self, variables):
+            self._variables = backing(variables)
+            self._saved: list = []
+            self.commits, self.commit_s = 0, 0.0  # how many commits, and their time in all
+            super().__init__(bcast_object=lambda obj: broadcast_object(obj, name="elastic_host_updates"),
+                             get_rank=rank)
+
+        def save(self):
+            self._saved = [v.numpy().copy() for v in self._variables]
+
+        def restore(self):
+            for v, value in zip(self._variables, self._saved):
+                v.assign(value)
+
+        def sync(self):
+            _hvd.broadcast_variables(self._variables, root_rank=0)
+            self.save()
+
+        def commit(self):
+            """Save the state in memory, then raise ``HostsUpdatedInterrupt`` if hosts changed (Horovod);
+            the time it took is counted in ``commit_s``."""
+            t0 = time.perf_counter()
+            try:
+                super().commit()
+            finally:
+                self.commits += 1
+                self.commit_s += time.perf_counter() - t0
+
+    return KerasState
+
+
+def keras_state(variables):
+    """An elastic state over ``variables`` (Keras 3 or tf variables): see ``_keras_state_class``."""
+    return _keras_state_class()(variables)
+
+
+def run_elastic(state, body: Callable):
+    """Run ``body(state)`` under Horovod's elastic driver (``horovod.common.elastic.run_fn``, the machinery
+    of ``hvd.elastic.run``): the state is synced from rank 0 first; when a collective fails because a
+    rank is gone, the state is restored to its last commit, Horovod is re-initialised with the ranks left
+    (and any that joined) and ``body`` runs again; a change of hosts announced at a commit does the same
+    without the restore. Returns what ``body`` returns.
+
+    Errors are classified here rather than by ``hvd.elastic.run``, whose wrapper recognises only an
+    ``UnknownError`` from an op named ``Horovod*`` and silently returns None for any other."""
+    from horovod.common.elastic import run_fn
+    from horovod.common.exceptions import HorovodInternalError
+
+    def guarded(state):
+        try:
+            return body(state)
+        except HorovodInternalError:
+            raise
+        except Exception as e:
+            if is_peer_failure(e) or _is_collective_error(e):
+                raise HorovodInternalError(e) from e
+            raise
+
+    def reset():
+        _hvd.shutdown()
+        _hvd.init()
+
+    return run_fn(guarded, reset)(state)
+
+
+def _is_collective_error(error: BaseException) -> bool:
+    """A TensorFlow error raised by one of Horovod's ops (its message names the op)."""
+    import tensorflow as tf  # only reached under Horovod, where TensorFlow is loaded
+
+    return isinstance(error, tf.errors.OpError) and "Horovod" in str(error)
 
 
 def shutdown() -> None:

@@ -16,6 +16,18 @@ at step s re-creates the pipeline of segment ``s // data_segment_steps`` and ski
 segment already consumed, so it sees exactly the batches an uninterrupted run sees. Weights, optimiser
 slots, dropout RNG state and the step counter are all in the checkpoint.
 
+Elastic training (``--elastic`` under ``horovodrun --min-np M --max-np X --host-discovery-script S``):
+``loop`` commits the whole state (every variable of ``TrainState.variables``: weights, both optimisers'
+slots, batch-norm statistics, dropout RNG, the step, hence the data position and the learning-rate
+schedule) in memory every ``commit_every`` steps (``dist.KerasState``). When a rank fails, the survivors
+roll back to the last commit, the ring is re-formed, every rank adopts its new rank and the new number of
+ranks (``Run.adopt_ranks``: the rates scale with it, the step functions are traced again) and ``loop``
+runs again from the committed step. Data after a reset: the batches of a rank are a pure function of
+(seed, step, rank, number of ranks) (``data_iterator``): from the committed step on, each rank reads
+exactly what a run resumed at that step with that many ranks reads. Samples of the rolled-back steps are
+read again, and the shard split changes with the number of ranks, so no "each sample once per epoch"
+guarantee holds across a reset. Checkpoints on disk are written as without elastic mode.
+
 Stopping. Ctrl-C (SIGINT) or SIGTERM sets a flag; the flag is summed over ranks with the loss every step,
 so all ranks stop after the same step, and rank 0 writes a checkpoint before exiting. A non-finite loss,
 or a NaN or infinite variable (weights or optimiser slots: a huge learning rate can ruin the weights
@@ -50,7 +62,7 @@ from deeppose_fast import weights as weights_lib
 from deeppose_fast.config import TrainConfig
 from deeppose_fast.datasets import precrop, shards
 from deeppose_fast.pipeline import dali
-from deeppose_fast.run_folder import Logger, check_resume, check_run_folder, on_every_rank
+from deeppose_fast.run_folder import Logger, RunFolderError, check_resume, check_run_folder, on_every_rank
 from deeppose_fast.train_state import (TrainState, build_state, configure_tensorflow, non_finite_check,
                                        weights_digest)
 
@@ -90,6 +102,18 @@ def segment_seed(seed: int, segment: int, rank: int = 0) -> int:
     """The input pipeline's seed for one data segment: a pure function of (seed, segment, rank)."""
     h = hashlib.sha256(f"{seed}/{segment}/{rank}".encode()).digest()
     return int.from_bytes(h[:4], "little") % (2**31 - 1)
+
+
+def data_iterator(factory: DatasetFactory, cfg: TrainConfig, step: int, rank: int, num_ranks: int):
+    """The batches of ``rank`` of ``num_ranks`` from ``step`` on, until the end of its data segment: the
+    segment's pipeline (seed ``segment_seed(seed, segment, rank)``, shard ``rank`` of ``num_ranks``) with
+    the batches of the segment before ``step`` skipped. A pure function of (seed, step, rank, num_ranks):
+    what exact resume and the restart after an elastic reset rely on."""
+    seg = step // cfg.data_segment_steps
+    iterator = iter(factory(segment_seed(cfg.seed, seg, rank), rank, num_ranks))
+    for _ in range(step - seg * cfg.data_segment_steps):
+        next(iterator)
+    return iterator
 
 
 def dali_dataset_factory(cfg: TrainConfig) -> DatasetFactory:
@@ -146,12 +170,24 @@ class Run:
     last_loss: float = float("nan")
     t_start: float = 0.0
     bar: object = None  # the progress bar while ``loop`` runs
+    commit: Callable | None = None  # elastic: commits the state in memory (``loop`` calls it)
+    folder_error: RunFolderError | None = None  # elastic: rank 0's run-folder verdict, shared later
 
     def __post_init__(self):
-        self.rank, self.nranks, self.root = dist.rank(), dist.size(), dist.is_root()
         self.ckpt_dir = Path(self.cfg.out) / "checkpoints"
+        self.adopt_ranks()
+
+    def adopt_ranks(self) -> None:
+        """Take this process's rank and the number of ranks (again after an elastic reset): the
+        learning rates and step functions follow the number of ranks, the collectives' names start
+        again from zero on every rank, and the rank that is now 0 logs."""
+        self.rank, self.nranks, self.root = dist.rank(), dist.size(), dist.is_root()
+        self.state.set_num_ranks(self.nranks)
         self._find_non_finite = non_finite_check(self.state.groups)
         self._syncs = 0
+        if self.root and not self.log.enabled:
+            self.log = Logger(Path(self.cfg.out), True)
+        self.log.enabled = self.root
 
     def diverged(self, what: str, at_step: int) -> TrainingDiverged:
         """The error (and train.log line) for a diverged run: what went non-finite, and the way back."""
@@ -207,6 +243,9 @@ def setup(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
     created by its check; nothing is written before all passed."""
     configure_tensorflow(cfg)
     dist.init()
+    if cfg.elastic and not dist.is_elastic():
+        raise ValueError("--elastic needs horovodrun's elastic mode: horovodrun --gloo -np N --min-np M "
+                         "--max-np X --host-discovery-script SCRIPT deeppose-fast train --elastic ...")
     out = Path(cfg.out)
     real_data = dataset_factory is None
     if real_data:
@@ -221,13 +260,24 @@ def setup(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
     if resume:
         resumed = checkpoint.load(out / "checkpoints")  # clear error if there is none
         check_resume(resumed, cfg, num_joints)
-    on_every_rank(lambda: check_run_folder(out, resume))
+    folder_error = None
+    if cfg.elastic:
+        # No collective before the elastic driver: a rank that joins later would wait in it forever.
+        # Rank 0 checks alone; ``train_elastic`` shares its verdict once every rank is in the driver.
+        if dist.is_root():
+            try:
+                check_run_folder(out, resume)
+            except RunFolderError as e:
+                folder_error = e
+    else:
+        on_every_rank(lambda: check_run_folder(out, resume))
 
-    log = Logger(out, dist.is_root())
+    log = Logger(out, dist.is_root() and folder_error is None)
     if real_data and evaluate_fn is None and cfg.eval_every > 0:
         evaluate_fn = default_evaluator(cfg, log)
     state = build_state(cfg, num_joints, dist.size())
-    return Run(cfg, state, dataset_factory, log, num_joints, skeleton, resumed, evaluate_fn)
+    return Run(cfg, state, dataset_factory, log, num_joints, skeleton, resumed, evaluate_fn,
+               folder_error=folder_error)
 
 
 def restore(run: Run) -> None:
@@ -255,21 +305,27 @@ def restore(run: Run) -> None:
         loaded = weights_lib.load_imagenet(state.model, cfg.weights)
         log.print(f"initialised {', '.join(loaded)} from {cfg.weights}")
 
-    dist.broadcast_variables(state.variables, root_rank=0)
-    if run.rank > 0:  # different dropout masks per rank, reproducibly
-        for v in state.model.non_trainable_variables:
-            if "seed_generator" in v.path:
-                v.assign(v.numpy() + run.rank * 7919)
+    if not cfg.elastic:  # elastic: the state is synced when the ring forms (``dist.run_elastic``)
+        dist.broadcast_variables(state.variables, root_rank=0)
+        _decorrelate_dropout(run)
     if run.root:
         (Path(cfg.out) / "config.json").write_text(cfg.to_json())
         log.print(f"training {cfg.preset}: {state.model.count_params():,} parameters, {run.num_joints} joints, "
                   f"{run.nranks} rank(s) x batch {cfg.batch_size}, steps {state.step}..{cfg.max_steps}")
 
 
+def _decorrelate_dropout(run: Run) -> None:
+    """Different dropout masks per rank, reproducibly: offset the RNG state rank 0 gave every rank."""
+    if run.rank > 0:
+        for v in run.state.model.non_trainable_variables:
+            if "seed_generator" in v.path:
+                v.assign(v.numpy() + run.rank * 7919)
+
+
 def loop(run: Run) -> str | None:
     """Train from the state's step to ``max_steps``: log every ``log_every`` steps, checkpoint every
-    ``ckpt_every``, evaluate every ``eval_every``. Returns what stopped it early (``"signal"``, ``"time
-    limit"``, ``"another rank"``) or None.
+    ``ckpt_every``, evaluate every ``eval_every``, commit (elastic) every ``commit_every``. Returns what
+    stopped it early (``"signal"``, ``"time limit"``, ``"another rank"``) or None.
 
     Raises:
         TrainingDiverged: the loss or a variable became non-finite (nothing saved after the last good
@@ -283,14 +339,13 @@ def loop(run: Run) -> str | None:
     t_window, n_window = time.time(), 0
     stopped_by = None
     lr_varies = cfg.lr_schedule != "constant" or (cfg.scale_lr and run.nranks > 1 and cfg.warmup_steps > 0)
-    with _StopFlag() as stop, _lost_ranks(lambda: step, cfg.out, run.ckpt_dir):
+    # Elastic: a lost rank is Horovod's to handle (``dist.run_elastic``), not an end of the job.
+    lost_ranks = contextlib.nullcontext() if cfg.elastic else _lost_ranks(lambda: step, cfg.out, run.ckpt_dir)
+    with _StopFlag() as stop, lost_ranks:
         while step < cfg.max_steps:
             seg = step // cfg.data_segment_steps
             if iter_segment != seg:
-                ds = run.dataset_factory(segment_seed(cfg.seed, seg, run.rank), run.rank, run.nranks)
-                iterator, iter_segment = iter(ds), seg
-                for _ in range(step - seg * cfg.data_segment_steps):  # resume inside a segment
-                    next(iterator)
+                iterator, iter_segment = data_iterator(run.dataset_factory, cfg, step, run.rank, run.nranks), seg
             images, targets, weights = next(iterator)
             if lr_varies:
                 state.set_learning_rates(step)
@@ -318,6 +373,8 @@ def loop(run: Run) -> str | None:
             if cfg.eval_every > 0 and step % cfg.eval_every == 0:
                 run.evaluate(step)
                 t_window, n_window = time.time(), 0  # evaluation time is not training speed
+            if run.commit is not None and step % cfg.commit_every == 0:
+                run.commit()
     run.bar.close()
     return stopped_by
 
@@ -375,8 +432,48 @@ def train(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
     """
     run = setup(cfg, resume=resume, dataset_factory=dataset_factory, num_joints=num_joints,
                 skeleton=skeleton, evaluate_fn=evaluate_fn)
+    if cfg.elastic:
+        return train_elastic(run)
     restore(run)
     return finish(run, loop(run))
+
+
+def train_elastic(run: Run) -> dict:
+    """``loop`` and ``finish`` under Horovod's elastic driver (see the module docstring): after each
+    (re-)forming of the ring every rank adopts its rank and the number of ranks and continues from the
+    committed step. Rank 0 logs each reset, and at the end the commits' cost as a share of the time.
+
+    A rank that joins runs ``setup`` and ``restore`` without a collective, then receives the state from
+    rank 0 in the driver. Rank 0's run-folder check (``setup``) is shared on its first entry, so a bad
+    ``--out`` stops every rank (a rank that exits alone would only be replaced)."""
+    if run.folder_error is None:
+        restore(run)
+    state = dist.keras_state(run.state.variables)
+    t0, entries = time.perf_counter(), []
+
+    def body(elastic_state):
+        first_on_root = not entries and dist.is_root()
+        error = dist.broadcast_object(run.folder_error if first_on_root else None, name="run_folder_check")
+        if error is not None:
+            raise error
+        run.adopt_ranks()
+        _decorrelate_dropout(run)
+        run.commit = elastic_state.commit
+        if entries:
+            run.log.print(f"elastic: ring re-formed with {run.nranks} rank(s); continuing from step "
+                          f"{run.state.step} (the last commit), "
+                          f"{time.perf_counter() - entries[-1]:.1f} s after the previous start")
+        entries.append(time.perf_counter())
+        result = finish(run, loop(run))
+        wall = time.perf_counter() - t0
+        n = elastic_state.commits
+        run.log.print(f"elastic: {n} commit(s) every {run.cfg.commit_every} steps, "
+                      f"{1000 * elastic_state.commit_s / max(n, 1):.1f} ms each, "
+                      f"{100 * elastic_state.commit_s / wall:.2f}% of the training time; "
+                      f"{len(entries) - 1} reset(s)")
+        return result
+
+    return dist.run_elastic(state, body)
 
 
 def train_command(preset: str | None, resume: bool, overrides: dict) -> dict:

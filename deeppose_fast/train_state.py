@@ -94,6 +94,12 @@ class TrainState:
     def step(self) -> int:
         return int(self.global_step.numpy())
 
+    def set_num_ranks(self, num_ranks: int) -> None:
+        """Follow a new number of ranks (elastic training): the rates scale with it, and the step
+        functions are traced again for the new ring."""
+        self.num_ranks = num_ranks
+        self._steps.clear()
+
     def set_learning_rates(self, step: int) -> None:
         """The configured rates at ``step`` (the schedule, not a checkpoint, decides them)."""
         self.opt_conv.learning_rate = learning_rate(self.cfg.conv_lr, step, self.cfg, self.num_ranks)

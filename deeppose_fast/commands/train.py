@@ -3,6 +3,8 @@
     deeppose-fast train --preset synthetic-cpu
     horovodrun -np 4 -H localhost:4 deeppose-fast train --preset mpii-scratch --scale-lr --warmup-steps 500
     deeppose-fast train --preset synthetic-cpu --resume      # continue runs/synthetic-cpu exactly
+    # elastic: survives a lost rank, admits new ones (hosts.sh prints "host:slots" lines)
+    horovodrun --gloo -np 3 --min-np 2 --max-np 4 --host-discovery-script ./hosts.sh deeppose-fast train --elastic
 """
 from __future__ import annotations
 
