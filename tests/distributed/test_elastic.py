@@ -12,25 +12,17 @@ a rank's batches are a pure function of (seed, step, rank, number of ranks).
 """
 from __future__ import annotations
 
-import os
 import re
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from deeppose_fast import checkpoint
 from deeppose_fast.config import TrainConfig
 from deeppose_fast.train import data_iterator
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 MAX_STEPS = 80
 RUN_BOUND_S = 240  # the whole elastic job, kill and reset included
 HOSTS = ["localhost", "127.0.0.1", socket.gethostname()]  # all this machine; horovodrun needs no SSH
@@ -59,90 +51,21 @@ def test_batches_are_a_pure_function_of_seed_step_rank_and_ranks(num_ranks):
     assert next(data_iterator(_fake_factory, cfg, 3, 0, num_ranks))[2] == num_ranks
 
 
-class ElasticJob:
-    """``horovodrun`` in elastic mode over a discovery script that prints ``hosts.txt``."""
-
-    def __init__(self, shards: Path, tmp: Path, hosts: list[str], max_steps: int, launcher: list[str]):
-        self.out = tmp / "run"
-        self.hosts_file = tmp / "hosts.txt"
-        self.hosts_file.write_text("".join(f"{h}:1\n" for h in hosts))
-        script = tmp / "discover.sh"
-        script.write_text(f"#!/bin/sh\ncat {self.hosts_file}\n")
-        script.chmod(0o755)
-        env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", TF_CPP_MIN_LOG_LEVEL="2",
-                   OMP_NUM_THREADS="1", PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-        cmd = [str(BIN / "horovodrun"), "--gloo", "-np", str(len(hosts)), "--min-np", "2", "--max-np", "3",
-               "--host-discovery-script", str(script), *launcher,
-               str(BIN / "deeppose-fast"), "train", "--elastic", "--commit-every", "5",
-               "--preset", "synthetic-cpu", "--data", str(shards),
-               "--out", str(self.out), "--max-steps", str(max_steps), "--batch-size", "4", "--eval-every", "0",
-               "--ckpt-every", "20", "--log-every", "1", "--input-size", "67", "--width", "0.25",
-               "--fc-units", "32", "--tf-threads", "1", "--num-threads", "1", "--no-progress",
-               "--max-minutes", "0"]
-        self.proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True)
-        self.lines: list[tuple[float, str]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append((time.monotonic(), line))
-
-    @property
-    def text(self) -> str:
-        return "".join(line for _, line in self.lines)
-
-    def wait_for(self, pattern: str, timeout: float = 180) -> float:
-        """Wait for a line matching ``pattern``; returns when it was read."""
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < deadline:
-            for t, line in self.lines[seen:]:
-                if re.search(pattern, line):
-                    return t
-            seen = max(seen - 1, 0)
-            if self.proc.poll() is not None and not self._reader.is_alive():
-                break
-            time.sleep(0.05)
-        self.kill()
-        pytest.fail(f"never saw {pattern!r}:\n{self.text[-4000:]}")
-
-    def rank_process(self, rank: int) -> psutil.Process:
-        """The training process of ``rank`` (a descendant of horovodrun with HOROVOD_RANK set)."""
-        for p in psutil.Process(self.proc.pid).children(recursive=True):
-            try:
-                if p.environ().get("HOROVOD_RANK") == str(rank) and p.name() not in ("sh", "bash", "env"):
-                    return p
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-        raise AssertionError(f"no process for rank {rank}")
-
-    def wait(self, timeout: float) -> int:
-        try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"the job did not end within {timeout} s:\n{self.text[-4000:]}")
-        self._reader.join(timeout=10)
-        self.proc.stdout.close()
-        return code
-
-    def kill(self):
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
-        for p in psutil.process_iter():
-            try:
-                if str(self.out) in " ".join(p.cmdline()):
-                    p.kill()
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
+def elastic_job(horovod_job, data, tmp: Path, max_steps: int, launcher: list[str]):
+    """``horovodrun`` in elastic mode over a discovery script that prints ``tmp/hosts.txt`` (one slot on
+    each of ``HOSTS``), training with a commit every 5 steps."""
+    hosts_file = tmp / "hosts.txt"
+    hosts_file.write_text("".join(f"{h}:1\n" for h in HOSTS))
+    script = tmp / "discover.sh"
+    script.write_text(f"#!/bin/sh\ncat {hosts_file}\n")
+    script.chmod(0o755)
+    return horovod_job(["--gloo", "-np", str(len(HOSTS)), "--min-np", "2", "--max-np", "3",
+                        "--host-discovery-script", str(script), *launcher], tmp / "run",
+                       ["--elastic", "--commit-every", "5", "--data", str(data), "--max-steps", str(max_steps),
+                        "--ckpt-every", "20", "--log-every", "1"])
 
 
-def _kill_rank_2(job: ElasticJob) -> tuple[float, int]:
+def _kill_rank_2(job) -> tuple[float, int]:
     """SIGKILL rank 2 after step 10; wait for the ring of 2. Returns (kill time, the step the survivors
     continued from), and prints how long the reset and the first step took."""
     job.wait_for(r"step 10 loss")
@@ -157,7 +80,7 @@ def _kill_rank_2(job: ElasticJob) -> tuple[float, int]:
     return killed_at, resumed
 
 
-def _check_end(job: ElasticJob, code: int, ranks: int, max_steps: int, resets: int) -> str:
+def _check_end(job, code: int, ranks: int, max_steps: int, resets: int) -> str:
     """Every rank of the final ring at ``max_steps`` with the same weights, the checkpoint loads, the
     commits' cost logged; returns the log."""
     text = job.text
@@ -173,29 +96,21 @@ def _check_end(job: ElasticJob, code: int, ranks: int, max_steps: int, resets: i
 
 
 @pytest.mark.distributed
-def test_a_killed_rank_is_survived_on_two_ranks(synthetic_shards, tmp_path):
+def test_a_killed_rank_is_survived_on_two_ranks(horovod_job, synthetic_shards, tmp_path):
     # no cool-down: the lost host stays out, the run ends on 2
-    job = ElasticJob(synthetic_shards, tmp_path, HOSTS, MAX_STEPS, ["--gloo-timeout-seconds", "10"])
-    try:
-        _, resumed = _kill_rank_2(job)
-        code = job.wait(RUN_BOUND_S)
-    finally:
-        if job.proc.poll() is None:
-            job.kill()
+    job = elastic_job(horovod_job, synthetic_shards, tmp_path, MAX_STEPS, ["--gloo-timeout-seconds", "10"])
+    _, resumed = _kill_rank_2(job)
+    code = job.wait(RUN_BOUND_S)
     assert resumed % 5 == 0 and resumed >= 10, job.text[-4000:]  # a commit step
     _check_end(job, code, 2, MAX_STEPS, 1)
 
 
 @pytest.mark.distributed
-def test_a_host_that_returns_rejoins_and_the_run_ends_on_three(synthetic_shards, tmp_path):
+def test_a_host_that_returns_rejoins_and_the_run_ends_on_three(horovod_job, synthetic_shards, tmp_path):
     max_steps = 160
-    job = ElasticJob(synthetic_shards, tmp_path, HOSTS, max_steps, ["--blacklist-cooldown-range", "1", "2"])
-    try:
-        killed_at, _ = _kill_rank_2(job)
-        joined_at = job.wait_for(r"elastic: ring re-formed with 3 rank\(s\)")
-        print(f"ring of 3 {joined_at - killed_at:.1f} s after the kill")
-        code = job.wait(RUN_BOUND_S)
-    finally:
-        if job.proc.poll() is None:
-            job.kill()
+    job = elastic_job(horovod_job, synthetic_shards, tmp_path, max_steps, ["--blacklist-cooldown-range", "1", "2"])
+    killed_at, _ = _kill_rank_2(job)
+    joined_at = job.wait_for(r"elastic: ring re-formed with 3 rank\(s\)")
+    print(f"ring of 3 {joined_at - killed_at:.1f} s after the kill")
+    code = job.wait(RUN_BOUND_S)
     _check_end(job, code, 3, max_steps, 2)
