@@ -202,19 +202,11 @@ def write_lsp(root: str | os.PathLike, num_images: int = 2000, seed: int = 0, *,
     ``joints`` (3, 14, N): rows x, y (1-based pixels, ``x_file = x + 0.5``) and the flag
     ``1 - visible`` ("occluded"). One person per image, every joint inside the image (LSP annotates all).
     Returns the ``Truth`` (also saved as ``synthetic_truth.npz``)."""
-    if not 1 <= num_images <= 9999:
-        raise ValueError(f"LSP names have 4 digits: num_images must be in 1..9999, got {num_images}")
-    root = Path(root)
-    names = [f"im{i + 1:04d}.jpg" for i in range(num_images)]
-    spec = _Spec("lsp", seed, str(root / "images"), LSP_IMAGE_SIZES, (1.0,), out_of_frame=0.0, occluder=0.3)
-    rendered = _render_all(spec, names, workers, progress)
-    truth = _truth("lsp", names, rendered, LSP_FROM_MPII)
+    truth = _render_lsp_family("lsp", root, num_images, 4, seed, 0.0, workers, progress)
     joints = np.zeros((3, 14, num_images))
     joints[:2] = (truth.joints + 0.5).transpose(2, 1, 0)
     joints[2] = 1 - truth.visible.T
-    _savemat(root / "joints.mat", {"joints": joints})
-    truth.save(root / TRUTH_FILE)
-    return truth
+    return _save_lsp_family(root, joints, truth)
 
 
 def write_lspet(root: str | os.PathLike, num_images: int = 10000, seed: int = 0, *,
@@ -223,13 +215,7 @@ def write_lspet(root: str | os.PathLike, num_images: int = 10000, seed: int = 0,
     ``joints`` (14, 3, N): columns x, y (1-based pixels) and the flag ``visible``. Joints out of the frame
     are not annotated: they carry coordinates <= 0 (0 or negative, as in the real file) and flag 0.
     Returns the ``Truth`` (also saved as ``synthetic_truth.npz``)."""
-    if not 1 <= num_images <= 99999:
-        raise ValueError(f"LSPET names have 5 digits: num_images must be in 1..99999, got {num_images}")
-    root = Path(root)
-    names = [f"im{i + 1:05d}.jpg" for i in range(num_images)]
-    spec = _Spec("lspet", seed, str(root / "images"), LSP_IMAGE_SIZES, (1.0,), out_of_frame=0.15, occluder=0.3)
-    rendered = _render_all(spec, names, workers, progress)
-    truth = _truth("lspet", names, rendered, LSP_FROM_MPII)
+    truth = _render_lsp_family("lspet", root, num_images, 5, seed, 0.15, workers, progress)
     joints = np.zeros((14, 3, num_images))
     joints[:, :2] = (truth.joints + 0.5).transpose(1, 2, 0)
     joints[:, 2] = truth.visible.T
@@ -238,8 +224,26 @@ def write_lspet(root: str | os.PathLike, num_images: int = 10000, seed: int = 0,
     joints[:, 0][missing] = np.where(rng.random(missing.sum()) < 0.5, 0.0, -rng.integers(1, 50, missing.sum()))
     joints[:, 1][missing] = np.where(rng.random(missing.sum()) < 0.5, 0.0, -rng.integers(1, 50, missing.sum()))
     joints[:, 2][missing] = 0
-    _savemat(root / "joints.mat", {"joints": joints})
-    truth.save(root / TRUTH_FILE)
+    return _save_lsp_family(root, joints, truth)
+
+
+def _render_lsp_family(fmt: str, root, num_images: int, digits: int, seed: int, out_of_frame: float,
+                       workers: int | None, progress: bool | None) -> Truth:
+    """Render the one-person images of LSP or LSPET (``images/im`` + ``digits``-digit index, from 1) and
+    return their ``Truth`` in LSP's joint order."""
+    if not 1 <= num_images <= 10 ** digits - 1:
+        raise ValueError(f"{fmt.upper()} names have {digits} digits: num_images must be in "
+                         f"1..{10 ** digits - 1}, got {num_images}")
+    names = [f"im{i + 1:0{digits}d}.jpg" for i in range(num_images)]
+    spec = _Spec(fmt, seed, str(Path(root) / "images"), LSP_IMAGE_SIZES, (1.0,), out_of_frame=out_of_frame,
+                 occluder=0.3)
+    return _truth(fmt, names, _render_all(spec, names, workers, progress), LSP_FROM_MPII)
+
+
+def _save_lsp_family(root, joints: np.ndarray, truth: Truth) -> Truth:
+    """Write ``joints.mat`` (the format's own array layout) and the ground truth beside the images."""
+    _savemat(Path(root) / "joints.mat", {"joints": joints})
+    truth.save(Path(root) / TRUTH_FILE)
     return truth
 
 
