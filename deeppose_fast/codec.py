@@ -20,10 +20,18 @@ One sample's geometry, from its joints (JPEG frame), the JPEG's size and seven r
 6. the region to decode: the integer pixel box covering the source footprint of the output square plus a
    1 px margin for bilinear interpolation, clipped to the image; the returned matrix takes coordinates
    relative to the region's corner (the decoded slice), so ``warp_affine(slice, matrix)`` makes the crop;
+   this region and matrix are in the stored JPEG's pixels, which may be a scaled copy of the source;
 7. targets ``t = p_dst / S - 0.5`` (clipped to [-0.5, 0.5]) and weights 1 for annotated joints inside
    ``[0, S]^2`` (0 otherwise, and then the target is 0); on a flipped sample, targets and weights are
    permuted by the skeleton's flip permutation: label ``k`` then names the joint that plays role ``k`` in
    the mirrored picture (a mirrored left wrist looks like a right wrist).
+
+Stored resolution: a shard may store a person's region scaled by ``scale = (s_x, s_y)`` JPEG pixels per
+source pixel (``prepare`` stores regions at the resolution the network needs). The geometry is then
+computed in the *source* frame (the JPEG's joints and size divided by ``scale``), so the crop box, the
+targets and the weights are those of the unscaled image; only the region to decode and the matrix
+(step 6) are expressed in the stored JPEG's pixels: ``matrix = M_source @ diag(1 / s_x, 1 / s_y)``.
+``scale = (1, 1)`` (the default) is the plain case above, operation for operation.
 
 Evaluation uses ``eval_draws(extension)``: no shift, flip, rotation or scale, so the matrix is a pure
 anisotropic scale and ``decode(targets, crop_box)`` maps outputs back to pixels exactly.
@@ -54,7 +62,8 @@ class Geometry(NamedTuple):
         shape: (2,) region size ``w, h`` (integral values).
         targets: (K, 2) in [-0.5, 0.5] where weight is 1, else 0.
         weights: (K,) 1.0 or 0.0.
-        crop_box: (4,) ``x0, y0, w, h`` of the (unrotated) crop box, JPEG frame.
+        crop_box: (4,) ``x0, y0, w, h`` of the (unrotated) crop box, source frame (the JPEG's frame
+            divided by ``scale``: the JPEG frame itself at scale 1).
     """
 
     matrix: np.ndarray
@@ -120,7 +129,7 @@ def _clip_span(lo: float, hi: float, limit: float) -> tuple[float, float]:
 
 
 def crop_geometry(pose: np.ndarray, image_hw, draws: np.ndarray, *, size: int, shift: float = 0.1,
-                  flip_perm=None) -> Geometry:
+                  flip_perm=None, scale=None) -> Geometry:
     """The geometry of one sample (the module docstring states the rule).
 
     Args:
@@ -130,11 +139,14 @@ def crop_geometry(pose: np.ndarray, image_hw, draws: np.ndarray, *, size: int, s
         size: S, the output side in pixels.
         shift: the largest shift as a fraction of the crop size.
         flip_perm: (K,) int, ``flipped = joints[flip_perm]``; required when ``draws[4]`` is set.
+        scale: (2,) ``s_x, s_y`` JPEG pixels per source pixel of a scaled region (None: 1, 1).
     Returns:
         a ``Geometry`` of float32 arrays.
     """
     pose = np.asarray(pose, np.float32)
     draws = np.asarray(draws, np.float32)
+    # float32 like the operator's input, then double
+    s_x, s_y = (1.0, 1.0) if scale is None else (float(v) for v in np.asarray(scale, np.float32))
     if pose.ndim != 2 or pose.shape[1] != 4:
         raise ValueError(f"pose must have shape (K, 4), got {pose.shape}")
     if draws.shape != (NUM_DRAWS,):
@@ -142,30 +154,36 @@ def crop_geometry(pose: np.ndarray, image_hw, draws: np.ndarray, *, size: int, s
     H, W = int(image_hw[0]), int(image_hw[1])
     if H < 1 or W < 1:
         raise ValueError(f"image must be at least 1 x 1 px, got {H} x {W}")
+    if not (0.0 < s_x <= W and 0.0 < s_y <= H):  # NaN fails too; the source frame is >= 1 px
+        raise ValueError(f"scale must be in (0, W] x (0, H] for a {W} x {H} image, got ({s_x}, {s_y})")
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
     S = float(size)
     K = pose.shape[0]
-    ext_x, ext_y, sh_x, sh_y, flip_d, angle, scale = (float(v) for v in draws)
+    ext_x, ext_y, sh_x, sh_y, flip_d, angle, zoom = (float(v) for v in draws)
     flipped = flip_d > 0.5
     if flipped:
         if flip_perm is None or len(flip_perm) != K:
             raise ValueError(f"a flipped sample needs flip_perm of length {K}")
         perm = np.asarray(flip_perm, np.int64)
 
-    # 1. box around the annotated joints (float64 throughout, in the operator's order of operations)
+    # 0. the source frame (float64 throughout, in the operator's order of operations)
+    src_w, src_h = W / s_x, H / s_y
+    px = pose[:, 0].astype(np.float64) / s_x
+    py = pose[:, 1].astype(np.float64) / s_y
+    # 1. box around the annotated joints
     valid = pose[:, 2] > 0.5
     if valid.any():
-        cx, cy, bw, bh = joint_box(pose[valid, :2])
+        cx, cy, bw, bh = joint_box(np.stack([px[valid], py[valid]], axis=1))
     else:
-        cx, cy, bw, bh = _grown_box(0.0, float(W), 0.0, float(H))
+        cx, cy, bw, bh = _grown_box(0.0, src_w, 0.0, src_h)
     # 2. extension, 3. bounded shift
     cw, ch = bw * ext_x, bh * ext_y
     cx += sh_x * max(min(shift * cw, 0.5 * (cw - bw)), 0.0)
     cy += sh_y * max(min(shift * ch, 0.5 * (ch - bh)), 0.0)
     # 4. clip
-    x0, x1 = _clip_span(cx - 0.5 * cw, cx + 0.5 * cw, float(W))
-    y0, y1 = _clip_span(cy - 0.5 * ch, cy + 0.5 * ch, float(H))
+    x0, x1 = _clip_span(cx - 0.5 * cw, cx + 0.5 * cw, src_w)
+    y0, y1 = _clip_span(cy - 0.5 * ch, cy + 0.5 * ch, src_h)
     cw, ch = x1 - x0, y1 - y0
 
     # 5. full-frame src->dst: p' = R s (F (A p) - c) + c, written out as a 2x3 matrix
@@ -175,7 +193,7 @@ def crop_geometry(pose: np.ndarray, image_hw, draws: np.ndarray, *, size: int, s
     if flipped:  # F: x -> S - x
         a00, a02 = -a00, S - a02
     rad = math.radians(angle)
-    c, s = math.cos(rad) * scale, math.sin(rad) * scale
+    c, s = math.cos(rad) * zoom, math.sin(rad) * zoom
     h = 0.5 * S
     # rows of R s (q - (h, h)) + (h, h), q = (a00 x + a02, a11 y + a12)
     m = np.array([[c * a00, -s * a11, c * (a02 - h) - s * (a12 - h) + h],
@@ -183,7 +201,7 @@ def crop_geometry(pose: np.ndarray, image_hw, draws: np.ndarray, *, size: int, s
 
     # 6. region: the footprint is the crop box itself, or with rotation/scale the bounding box of the
     # output square's corners mapped back (scalar arithmetic, in the operator's order, so both agree)
-    if angle == 0.0 and scale == 1.0:
+    if angle == 0.0 and zoom == 1.0:
         fx0, fx1, fy0, fy1 = x0, x1, y0, y1
     else:
         m00, m01, m02, m10, m11, m12 = (float(v) for v in m.ravel())
@@ -195,16 +213,18 @@ def crop_geometry(pose: np.ndarray, image_hw, draws: np.ndarray, *, size: int, s
             ux = (m11 * qx - m01 * qy) / det
             uy = (m00 * qy - m10 * qx) / det
             fx0, fx1, fy0, fy1 = min(fx0, ux), max(fx1, ux), min(fy0, uy), max(fy1, uy)
+    # ... in the stored JPEG's pixels
+    fx0, fx1, fy0, fy1 = fx0 * s_x, fx1 * s_x, fy0 * s_y, fy1 * s_y
     rx0 = min(max(math.floor(fx0) - REGION_MARGIN, 0), W - 1)
     ry0 = min(max(math.floor(fy0) - REGION_MARGIN, 0), H - 1)
     rx1 = max(min(math.ceil(fx1) + REGION_MARGIN, W), rx0 + 1)
     ry1 = max(min(math.ceil(fy1) + REGION_MARGIN, H), ry0 + 1)
     m_region = m.copy()
-    m_region[:, 2] = m[:, 0] * rx0 + m[:, 1] * ry0 + m[:, 2]
+    m_region[:, 0] = m[:, 0] / s_x
+    m_region[:, 1] = m[:, 1] / s_y
+    m_region[:, 2] = m_region[:, 0] * rx0 + m_region[:, 1] * ry0 + m[:, 2]
 
     # 7. targets and weights
-    px = pose[:, 0].astype(np.float64)
-    py = pose[:, 1].astype(np.float64)
     dx = m[0, 0] * px + m[0, 1] * py + m[0, 2]
     dy = m[1, 0] * px + m[1, 1] * py + m[1, 2]
     inside = (valid & (dx >= -BORDER_EPS) & (dx <= S + BORDER_EPS)

@@ -175,3 +175,41 @@ def test_sample_draws_follow_the_recipe_laws():
     plain = codec.sample_draws(np.random.default_rng(3), 10, AugmentSpec(flip=False, shift=0.0))
     assert (plain[:, 4] == 0).all() and (plain[:, 5] == 0).all() and (plain[:, 6] == 1).all()
     assert (plain[:, 2:4] == 0).all()  # no shift: no shift draws, as DALI's
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_scaled_region_gives_the_crop_of_its_source(seed):
+    """A region stored at reduced resolution (``scale`` JPEG px per source px, per axis) yields the source
+    image's crop: the same crop box, targets and weights, and a matrix that is the source's matrix
+    composed with the scaling (``M_jpeg @ diag(s) = M_source``), for random recipes with rotation and
+    zoom, flips, and people cut by the image border."""
+    rng = np.random.default_rng(seed)
+    draws = codec.sample_draws(rng, 40, AugmentSpec(ext_min=1.0, ext_max=2.0, rotation=30, scale_jitter=0.2))
+    for i, d in enumerate(draws):
+        H, W = int(rng.integers(200, 900)), int(rng.integers(200, 900))
+        pose = _random_pose(rng, h=H, w=W)
+        if i % 3 == 0:  # a person leaving the image on the left
+            pose[:, 0] -= 0.4 * W
+            pose[pose[:, 0] < 0, 2:] = 0
+            pose[pose[:, 2] == 0, :2] = 0
+        h2, w2 = int(rng.integers(20, H + 1)), int(rng.integers(20, W + 1))  # stored JPEG size
+        scale = np.float32([w2 / W, h2 / H])
+        stored = pose.copy()
+        stored[:, :2] = pose[:, :2] * scale
+        source = codec.crop_geometry(pose, (H, W), d, size=S, flip_perm=PERM)
+        scaled = codec.crop_geometry(stored, (h2, w2), d, size=S, flip_perm=PERM, scale=scale)
+        np.testing.assert_allclose(scaled.crop_box, source.crop_box, atol=2e-3)
+        np.testing.assert_array_equal(scaled.weights, source.weights)
+        np.testing.assert_allclose(scaled.targets * S, source.targets * S, atol=2e-3)
+        # the full-frame matrix of the stored JPEG, fed JPEG pixels, equals the source's on source pixels
+        corners = np.array([[0, 0], [W, 0], [0, H], [W, H], [0.3 * W, 0.6 * H]], np.float64)
+        np.testing.assert_allclose(codec.apply_matrix(codec.full_frame_matrix(scaled), corners * scale),
+                                   codec.apply_matrix(codec.full_frame_matrix(source), corners), atol=2e-3)
+        # the region to decode covers the source's region, scaled
+        assert scaled.anchor[0] <= math.floor(source.anchor[0] * scale[0]) + 1
+        assert scaled.anchor[0] + scaled.shape[0] >= min(math.ceil((source.anchor[0] + source.shape[0]) * scale[0]) - 1, w2)
+
+
+def test_scale_outside_the_image_is_refused():
+    with pytest.raises(ValueError, match=r"scale must be in \(0, W\] x \(0, H\]"):
+        codec.crop_geometry(_pose([[1, 2], [3, 4]]), (10, 10), codec.eval_draws(1.5), size=S, scale=(0.0, 1.0))

@@ -32,18 +32,24 @@ void ClipSpan(double &lo, double &hi, double limit) {
 }  // namespace
 
 void ComputeCropGeometry(const float *pose, int K, int64_t H, int64_t W, const float *draws,
-                         const CropParams &params, const CropOutputs &out) {
+                         const float *scale, const CropParams &params, const CropOutputs &out) {
   if (H < 1 || W < 1)
     throw std::invalid_argument("image must be at least 1 x 1 px, got " + std::to_string(H) + " x " +
                                 std::to_string(W));
+  const double s_x = scale[0], s_y = scale[1];
+  if (!(s_x > 0.0 && s_x <= static_cast<double>(W) && s_y > 0.0 && s_y <= static_cast<double>(H)))
+    throw std::invalid_argument("scale must be in (0, W] x (0, H], got (" + std::to_string(s_x) + ", " +
+                                std::to_string(s_y) + ")");
   const double S = params.size;
   const double ext_x = draws[0], ext_y = draws[1], sh_x = draws[2], sh_y = draws[3];
   const bool flipped = draws[4] > 0.5f;
-  const double angle = draws[5], scale = draws[6];
+  const double angle = draws[5], zoom = draws[6];
   if (flipped && !params.flip_perm.empty() && static_cast<int>(params.flip_perm.size()) != K)
     throw std::invalid_argument("flip_perm has " + std::to_string(params.flip_perm.size()) +
                                 " entries but the pose has " + std::to_string(K) + " joints");
 
+  // 0. the source frame: the JPEG's joints and size divided by scale
+  const double src_w = static_cast<double>(W) / s_x, src_h = static_cast<double>(H) / s_y;
   // 1. box around the annotated joints (the whole image when none is annotated)
   double bx0 = std::numeric_limits<double>::infinity(), by0 = bx0;
   double bx1 = -bx0, by1 = -bx0;
@@ -51,13 +57,13 @@ void ComputeCropGeometry(const float *pose, int K, int64_t H, int64_t W, const f
   for (int k = 0; k < K; k++) {
     if (!(pose[4 * k + 2] > 0.5f)) continue;
     any = true;
-    const double x = pose[4 * k], y = pose[4 * k + 1];
+    const double x = pose[4 * k] / s_x, y = pose[4 * k + 1] / s_y;
     bx0 = std::min(bx0, x); bx1 = std::max(bx1, x);
     by0 = std::min(by0, y); by1 = std::max(by1, y);
   }
   if (!any) {
-    bx0 = 0.0; bx1 = static_cast<double>(W);
-    by0 = 0.0; by1 = static_cast<double>(H);
+    bx0 = 0.0; bx1 = src_w;
+    by0 = 0.0; by1 = src_h;
   }
   double cx = 0.5 * (bx0 + bx1), cy = 0.5 * (by0 + by1);
   const double bw0 = bx1 - bx0, bh0 = by1 - by0;
@@ -69,12 +75,12 @@ void ComputeCropGeometry(const float *pose, int K, int64_t H, int64_t W, const f
   cy += sh_y * std::max(std::min(params.shift * ch, 0.5 * (ch - bh)), 0.0);
   // 4. clip to the image
   double x0 = cx - 0.5 * cw, x1 = cx + 0.5 * cw, y0 = cy - 0.5 * ch, y1 = cy + 0.5 * ch;
-  ClipSpan(x0, x1, static_cast<double>(W));
-  ClipSpan(y0, y1, static_cast<double>(H));
+  ClipSpan(x0, x1, src_w);
+  ClipSpan(y0, y1, src_h);
   cw = x1 - x0;
   ch = y1 - y0;
 
-  // 5. src->dst in the JPEG frame: rotate/scale about the centre after scale-to-S and flip
+  // 5. src->dst in the source frame: rotate/scale about the centre after scale-to-S and flip
   const double sx = S / cw, sy = S / ch;
   double a00 = sx, a02 = -x0 * sx;
   const double a11 = sy, a12 = -y0 * sy;
@@ -83,14 +89,14 @@ void ComputeCropGeometry(const float *pose, int K, int64_t H, int64_t W, const f
     a02 = S - a02;
   }
   const double rad = angle * (M_PI / 180.0);  // as Python's math.radians
-  const double c = std::cos(rad) * scale, s = std::sin(rad) * scale;
+  const double c = std::cos(rad) * zoom, s = std::sin(rad) * zoom;
   const double h = 0.5 * S;
   const double m00 = c * a00, m01 = -s * a11, m02 = c * (a02 - h) - s * (a12 - h) + h;
   const double m10 = s * a00, m11 = c * a11, m12 = s * (a02 - h) + c * (a12 - h) + h;
 
   // 6. region to decode: the source footprint plus a margin for bilinear sampling, clipped
   double fx0, fx1, fy0, fy1;
-  if (angle == 0.0 && scale == 1.0) {
+  if (angle == 0.0 && zoom == 1.0) {
     fx0 = x0; fx1 = x1; fy0 = y0; fy1 = y1;
   } else {
     const double det = m00 * m11 - m01 * m10;
@@ -105,17 +111,21 @@ void ComputeCropGeometry(const float *pose, int K, int64_t H, int64_t W, const f
       fy0 = std::min(fy0, uy); fy1 = std::max(fy1, uy);
     }
   }
+  // ... in the JPEG's pixels
+  fx0 *= s_x; fx1 *= s_x; fy0 *= s_y; fy1 *= s_y;
   const int64_t rx0 = std::min<int64_t>(std::max<int64_t>(std::floor(fx0) - kRegionMargin, 0), W - 1);
   const int64_t ry0 = std::min<int64_t>(std::max<int64_t>(std::floor(fy0) - kRegionMargin, 0), H - 1);
   const int64_t rx1 = std::max<int64_t>(std::min<int64_t>(std::ceil(fx1) + kRegionMargin, W), rx0 + 1);
   const int64_t ry1 = std::max<int64_t>(std::min<int64_t>(std::ceil(fy1) + kRegionMargin, H), ry0 + 1);
 
-  out.matrix[0] = static_cast<float>(m00);
-  out.matrix[1] = static_cast<float>(m01);
-  out.matrix[2] = static_cast<float>(m00 * rx0 + m01 * ry0 + m02);
-  out.matrix[3] = static_cast<float>(m10);
-  out.matrix[4] = static_cast<float>(m11);
-  out.matrix[5] = static_cast<float>(m10 * rx0 + m11 * ry0 + m12);
+  // the matrix from the JPEG region's pixels: M_source diag(1 / s_x, 1 / s_y), then the region offset
+  const double j00 = m00 / s_x, j01 = m01 / s_y, j10 = m10 / s_x, j11 = m11 / s_y;
+  out.matrix[0] = static_cast<float>(j00);
+  out.matrix[1] = static_cast<float>(j01);
+  out.matrix[2] = static_cast<float>(j00 * rx0 + j01 * ry0 + m02);
+  out.matrix[3] = static_cast<float>(j10);
+  out.matrix[4] = static_cast<float>(j11);
+  out.matrix[5] = static_cast<float>(j10 * rx0 + j11 * ry0 + m12);
   out.anchor[0] = static_cast<float>(rx0);
   out.anchor[1] = static_cast<float>(ry0);
   out.shape[0] = static_cast<float>(rx1 - rx0);
@@ -128,7 +138,7 @@ void ComputeCropGeometry(const float *pose, int K, int64_t H, int64_t W, const f
   // 7. targets and weights, with the left/right label swap on flipped samples
   for (int k = 0; k < K; k++) {
     const int src = (flipped && !params.flip_perm.empty()) ? params.flip_perm[k] : k;
-    const double px = pose[4 * src], py = pose[4 * src + 1];
+    const double px = pose[4 * src] / s_x, py = pose[4 * src + 1] / s_y;
     const double dx = m00 * px + m01 * py + m02;
     const double dy = m10 * px + m11 * py + m12;
     const bool inside = pose[4 * src + 2] > 0.5f && dx >= -kBorderEps && dx <= S + kBorderEps &&
@@ -169,6 +179,11 @@ bool PoseCrop<::dali::CPUBackend>::SetupImpl(std::vector<::dali::OutputDesc> &ou
   DALI_ENFORCE(shape.type() == DALI_INT64 || shape.type() == DALI_INT32,
                ::dali::make_string("PoseCrop: image shape (input 1) must be int32 or int64, got ",
                                    shape.type()));
+  const bool scaled = ws.NumInput() > 3;
+  if (scaled)
+    DALI_ENFORCE(ws.Input<::dali::CPUBackend>(3).type() == DALI_FLOAT,
+                 ::dali::make_string("PoseCrop: scale (input 3) must be float32, got ",
+                                     ws.Input<::dali::CPUBackend>(3).type()));
   const int n = pose.num_samples();
   ::dali::TensorListShape<> k2(n, 2), k1(n, 1);
   for (int i = 0; i < n; i++) {
@@ -181,6 +196,11 @@ bool PoseCrop<::dali::CPUBackend>::SetupImpl(std::vector<::dali::OutputDesc> &ou
     auto ds = draws.tensor_shape(i);
     DALI_ENFORCE(ds.size() == 1 && ds[0] == kNumDraws,
                  ::dali::make_string("PoseCrop: sample ", i, ": draws must have shape (7,), got ", ds));
+    if (scaled) {
+      auto cs = ws.Input<::dali::CPUBackend>(3).tensor_shape(i);
+      DALI_ENFORCE(cs.size() == 1 && cs[0] == 2,
+                   ::dali::make_string("PoseCrop: sample ", i, ": scale must have shape (2,), got ", cs));
+    }
     if (!params_.flip_perm.empty())
       DALI_ENFORCE(static_cast<int64_t>(params_.flip_perm.size()) == ps[0],
                    ::dali::make_string("PoseCrop: sample ", i, ": flip_perm has ", params_.flip_perm.size(),
@@ -204,6 +224,8 @@ void PoseCrop<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
   const auto &shape = ws.Input<::dali::CPUBackend>(1);
   const auto &draws = ws.Input<::dali::CPUBackend>(2);
   const bool shape64 = shape.type() == DALI_INT64;
+  const bool scaled = ws.NumInput() > 3;
+  const float unscaled[2] = {1.0f, 1.0f};
   // A few hundred flops per sample: a plain loop is cheaper than the thread pool's hand-off.
   for (int i = 0; i < pose.num_samples(); i++) {
     const int64_t H = shape64 ? shape.tensor<int64_t>(i)[0] : shape.tensor<int32_t>(i)[0];
@@ -216,7 +238,8 @@ void PoseCrop<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
                     ws.Output<::dali::CPUBackend>(5).mutable_tensor<float>(i)};
     try {
       ComputeCropGeometry(pose.tensor<float>(i), static_cast<int>(pose.tensor_shape(i)[0]), H, W,
-                          draws.tensor<float>(i), params_, out);
+                          draws.tensor<float>(i),
+                          scaled ? ws.Input<::dali::CPUBackend>(3).tensor<float>(i) : unscaled, params_, out);
     } catch (const std::invalid_argument &e) {
       DALI_FAIL(::dali::make_string("PoseCrop: sample ", i, ": ", e.what()));
     }
@@ -230,21 +253,25 @@ DALI_REGISTER_OPERATOR(PoseCrop, ::deeppose_fast::PoseCrop<::dali::CPUBackend>, 
 DALI_SCHEMA(PoseCrop)
     .DocStr(R"(Crop geometry of DeepPose training and evaluation (deeppose-fast's native operator).
 
-Per sample, from the joints, the JPEG's shape and seven random draws, computes the src->dst affine
+Per sample, from the joints, the JPEG's shape, seven random draws and (optionally) the scale of a
+region stored at reduced resolution, computes the src->dst affine
 matrix for ``warp_affine(inverse_map=False)`` (relative to the region corner), the region to decode
 (for ``decoders.image_slice`` with absolute ``anchor``/``shape``), the targets in [-0.5, 0.5] with the
 left/right swap on flipped samples, the per-joint weights and the crop box. The rule is documented in
 ``deeppose_fast/codec.py``, whose NumPy ``crop_geometry`` this operator reproduces.
 
 Outputs: matrix (2, 3), anchor (2,) x y, shape (2,) w h, targets (K, 2), weights (K,),
-crop_box (4,) x0 y0 w h; all float32.)")
-    .NumInput(3)
+crop_box (4,) x0 y0 w h (source frame); all float32.)")
+    .NumInput(3, 4)
     .InputDox(0, "pose", "TensorList of float, (K, 4)",
               "x, y, annotated, visible per joint, JPEG frame, continuous pixels (centre of pixel i at i + 0.5).")
     .InputDox(1, "image_shape", "TensorList of int64 or int32, (H, W[, C])",
               "The decoded JPEG's shape, e.g. from ``peek_image_shape``.")
     .InputDox(2, "draws", "TensorList of float, (7,)",
-              "ext_x, ext_y, shift_x, shift_y (in [-1, 1]), flip (0 or 1), angle (degrees), scale.")
+              "ext_x, ext_y, shift_x, shift_y (in [-1, 1]), flip (0 or 1), angle (degrees), zoom.")
+    .InputDox(3, "scale", "TensorList of float, (2,)",
+              "Optional: s_x, s_y JPEG pixels per source pixel of a scaled region (default 1, 1); the "
+              "geometry is computed in the source frame.")
     .NumOutput(6)
     .AddArg("size", "Output side S in pixels.", DALI_INT32)
     .AddOptionalArg("shift", "Largest shift of the crop centre, as a fraction of the crop size.", 0.1f)

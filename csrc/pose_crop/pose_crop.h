@@ -9,7 +9,11 @@
 //   targets  (K, 2) p_dst / S - 0.5 clipped to [-0.5, 0.5] (0 where the weight is 0), left/right
 //            swapped on flipped samples;
 //   weights  (K,)   1 for annotated joints inside the S x S output, else 0;
-//   crop_box (4,)   x0, y0, w, h of the unrotated crop box, JPEG frame.
+//   crop_box (4,)   x0, y0, w, h of the unrotated crop box, source frame.
+// An optional fourth input, scale (2,) s_x, s_y, gives JPEG pixels per source pixel of a region stored
+// scaled: the geometry is computed in the source frame (joints and image size divided by scale) and only
+// the matrix and the region to decode are expressed in the JPEG's pixels. Without it, scale is 1 and the
+// source frame is the JPEG frame.
 // The rule is stated in deeppose_fast/codec.py, whose NumPy `crop_geometry` is the reference this
 // code mirrors operation by operation (double precision, same order), so both agree to float rounding.
 #ifndef DEEPPOSE_FAST_POSE_CROP_H_
@@ -44,8 +48,10 @@ struct CropOutputs {
 };
 
 // One sample's geometry; pose is K x 4 row-major. Throws std::invalid_argument on bad input.
+// scale: s_x, s_y JPEG pixels per source pixel (1, 1 for an unscaled JPEG).
 void ComputeCropGeometry(const float *pose, int num_joints, int64_t height, int64_t width,
-                         const float *draws, const CropParams &params, const CropOutputs &out);
+                         const float *draws, const float *scale, const CropParams &params,
+                         const CropOutputs &out);
 
 template <typename Backend>
 class PoseCrop : public ::dali::Operator<Backend> {

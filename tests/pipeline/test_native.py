@@ -15,8 +15,9 @@ from deeppose_fast.specs import AugmentSpec
 S = 227
 
 
-def _run_operator(samples, size=S, flip_perm=(), shift=0.1):
-    """Run fn.pose_crop on a list of (pose (K,4), shape (3,), draws (7,)); returns per-output lists."""
+def _run_operator(samples, size=S, flip_perm=(), shift=0.1, scales=None):
+    """Run fn.pose_crop on a list of (pose (K,4), shape (3,), draws (7,)), with the optional scale input
+    (one (2,) per sample); returns per-output lists."""
     from nvidia.dali import fn, pipeline_def
 
     native.load()
@@ -27,7 +28,9 @@ def _run_operator(samples, size=S, flip_perm=(), shift=0.1):
         pose = fn.external_source(lambda: [s[0] for s in samples], batch=True)
         shape = fn.external_source(lambda: [np.asarray(s[1], np.int64) for s in samples], batch=True)
         draws = fn.external_source(lambda: [s[2] for s in samples], batch=True)
-        return tuple(fn.pose_crop(pose, shape, draws, size=size, shift=shift, flip_perm=list(flip_perm)))
+        extra = () if scales is None else (
+            fn.external_source(lambda: [np.asarray(c, np.float32) for c in scales], batch=True),)
+        return tuple(fn.pose_crop(pose, shape, draws, *extra, size=size, shift=shift, flip_perm=list(flip_perm)))
 
     p = pipe()
     p.build()
@@ -66,15 +69,19 @@ def _random_samples(rng, n, k):
     return samples
 
 
+@pytest.mark.parametrize("scaled", [False, True], ids=["full-resolution", "scaled-regions"])
 @pytest.mark.parametrize("skeleton", [LSP, MPII], ids=["lsp", "mpii"])
-def test_operator_matches_the_numpy_reference(skeleton):
+def test_operator_matches_the_numpy_reference(skeleton, scaled):
     rng = np.random.default_rng(7)
     perm = skeleton.flip_permutation
     samples = _random_samples(rng, 240, skeleton.num_joints)
     samples.append((samples[0][0], (2, 3, 3), codec.eval_draws(2.0)))  # image smaller than the crop
-    matrix, anchor, shape, targets, weights, crop_box = _run_operator(samples, flip_perm=perm)
+    # regions stored at reduced resolution (anisotropic), and one at full resolution
+    scales = ([np.float32(rng.uniform(0.2, 1.0, 2)) for _ in samples[:-2]] + [np.float32([1, 1])] * 2
+              if scaled else None)
+    matrix, anchor, shape, targets, weights, crop_box = _run_operator(samples, flip_perm=perm, scales=scales)
     for i, (pose, hw, d) in enumerate(samples):
-        g = codec.crop_geometry(pose, hw, d, size=S, flip_perm=perm)
+        g = codec.crop_geometry(pose, hw, d, size=S, flip_perm=perm, scale=None if scales is None else scales[i])
         assert matrix[i].shape == (2, 3) and targets[i].shape == (skeleton.num_joints, 2)
         np.testing.assert_array_equal(anchor[i], g.anchor, err_msg=f"sample {i}")
         np.testing.assert_array_equal(shape[i], g.shape, err_msg=f"sample {i}")
@@ -94,6 +101,10 @@ def test_operator_rejects_bad_input_with_a_clear_message():
     pose = np.zeros((14, 4), np.float32)
     with pytest.raises(RuntimeError, match="flip_perm has 16 entries but the pose has 14"):
         _run_operator([(pose, (10, 10, 3), codec.eval_draws(1.5))], flip_perm=MPII.flip_permutation)
+    with pytest.raises(RuntimeError, match=r"scale must be in \(0, W\] x \(0, H\]"):
+        _run_operator([(pose, (10, 10, 3), codec.eval_draws(1.5))], scales=[(0.5, 0.0)])
+    with pytest.raises(RuntimeError, match=r"scale must have shape \(2,\)"):
+        _run_operator([(pose, (10, 10, 3), codec.eval_draws(1.5))], scales=[(0.5,)])
 
 
 def test_missing_library_names_the_build_command(tmp_path):
