@@ -398,8 +398,10 @@ def finish(run: Run, stopped_by: str | None) -> dict:
     evaluated), print each rank's weight digest and how the run ended. Returns the summary dict."""
     cfg, state = run.cfg, run.state
     step = state.step
-    run.sync_statistics()
     if run.saved_step != step:
+        # Not again after ``loop``'s save at this step: an average of equal values over 3 ranks can
+        # differ from them in the last bit, and the weights would then not be the checkpoint's.
+        run.sync_statistics()
         run.save(step)
     elif run.last_ckpt is None and run.resumed is not None and run.root:  # resumed a finished run
         run.last_ckpt = run.resumed.path
