@@ -62,15 +62,25 @@ class HorovodJob:
         self.kill()
         pytest.fail(f"never saw {pattern!r}:\n{self.text[-4000:]}")
 
-    def rank_process(self, rank: int) -> psutil.Process:
-        """The training process of ``rank`` (a descendant of horovodrun with HOROVOD_RANK set)."""
+    def rank_processes(self) -> list[tuple[psutil.Process, dict]]:
+        """The training processes running now (descendants of horovodrun with HOROVOD_RANK set), each with
+        its environment: HOROVOD_RANK (the rank it was started as) and HOROVOD_HOSTNAME (its host)."""
+        found = []
         for p in psutil.Process(self.proc.pid).children(recursive=True):
             try:
                 # the shell horovodrun starts has the same environment: take the Python process under it
-                if p.environ().get("HOROVOD_RANK") == str(rank) and p.name() not in ("sh", "bash", "env"):
-                    return p
+                env = p.environ()
+                if "HOROVOD_RANK" in env and p.name() not in ("sh", "bash", "env"):
+                    found.append((p, env))
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
+        return found
+
+    def rank_process(self, rank: int) -> psutil.Process:
+        """The training process started as ``rank``."""
+        for p, env in self.rank_processes():
+            if env["HOROVOD_RANK"] == str(rank):
+                return p
         raise AssertionError(f"no process for rank {rank}")
 
     def wait(self, timeout: float) -> int:
