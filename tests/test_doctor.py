@@ -95,12 +95,12 @@ def test_parity_checks_where_a_gpu_is_present_report_figures_and_failures(tmp_pa
     """The GPU branch, with stand-ins for the parity functions (no GPU here)."""
     def within(dot_dir, other):
         r = parity.ParityResult("within")
-        r.add("pixels mean |diff| grey", 0.25, "<", parity.EVAL_MEAN_GREY)
+        r.add("pixels max |diff| grey", 0.25, "<=", parity.CROP_MAX_GREY)
         return r
 
     def beyond(dot_dir, other):
         r = within(dot_dir, other)
-        r.add("pixels p99 |diff| grey", 11.0, "<", parity.EVAL_P99_GREY)
+        r.add("worst image's mean |diff| grey", 1.5, "<=", parity.JPEG_MEAN_GREY)
         return r
 
     def broken(dot_dir, other):
@@ -109,7 +109,7 @@ def test_parity_checks_where_a_gpu_is_present_report_figures_and_failures(tmp_pa
 
     ok, bad, err = doctor.parity_checks(True, tmp_path, checks=(within, beyond, broken))
     assert ok["status"] == "pass" and ok["data"]["figures"][0]["value"] == 0.25
-    assert bad["status"] == "fail" and bad["detail"] == "pixels p99 |diff| grey = 11 (needs < 8.0)"
+    assert bad["status"] == "fail" and bad["detail"] == "worst image's mean |diff| grey = 1.5 (needs <= 1)"
     assert err == {"name": "gpu parity: broken", "status": "fail",
                    "detail": "RuntimeError: nvImageCodec: INTERNAL_ERROR"}
     assert list(tmp_path.iterdir()) == []  # the temporary data set is gone
