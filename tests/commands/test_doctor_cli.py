@@ -1,5 +1,5 @@
-"""`deeppose-fast doctor`: the table on stdout, `--json`, exit status 0 on this CPU host (GPU checks
-skipped) and 1 when the native operator's library does not match its sources."""
+"""`deeppose-fast doctor`: the table on stdout, `--json`, `--no-bench`, exit status 0 on this CPU host (every
+GPU check skipped with its reason) and 1 when the native operator's library does not match its sources."""
 from __future__ import annotations
 
 import json
@@ -19,10 +19,13 @@ def run(*args):
 @pytest.mark.skipif(contract.gpu_available(), reason="the CPU report: DALI sees a GPU here")
 def test_doctor_on_a_cpu_host(tmp_path):
     out = tmp_path / "doctor.json"
-    r = run("--json", out)
+    r = run("--no-bench", "--json", out)
     assert r.exit_code == 0, r.output
     assert re.search(r"PASS\s+tensorflow\s+\d+\.\d+", r.output)
     assert re.search(r"SKIP\s+gpu parity: eval_crop_parity\s+DALI sees no CUDA device", r.output)
+    assert re.search(r"SKIP\s+gpu training step\s+TensorFlow sees no GPU", r.output)
+    assert re.search(r"SKIP\s+nccl allreduce\s+TensorFlow sees no GPU", r.output)
+    assert re.search(r"SKIP\s+gpu bench\s+not asked for \(--no-bench\)", r.output)
     assert f"wrote {out}" in r.output
     report = json.loads(out.read_text())
     assert report["ok"] and {c["status"] for c in report["checks"]} == {"pass", "skip"}
@@ -42,6 +45,7 @@ def test_a_stale_native_library_exits_1_with_the_rebuild_command(tmp_path, monke
     assert r.exit_code == 1, r.output
     assert re.search(r"FAIL\s+native operator\s+the native DALI operator \S+ is stale", r.output)
     assert "pip install --no-build-isolation --no-deps -e ." in r.output and "Traceback" not in r.output
+    assert re.search(r"SKIP\s+gpu bench\s+TensorFlow sees no GPU", r.output)  # no --no-bench: no GPU, the reason
     report = json.loads(out.read_text())
     assert not report["ok"] and [c["name"] for c in report["checks"] if c["status"] == "fail"] == ["native operator"]
 
