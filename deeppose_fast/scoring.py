@@ -22,10 +22,11 @@ import numpy as np
 import tensorflow as tf
 
 from deeppose_fast import checkpoint, codec, metrics
-from deeppose_fast.datasets import shards
+from deeppose_fast.datasets import precrop, shards
 from deeppose_fast.model import pose_loss
 from deeppose_fast.pipeline import dali
 from deeppose_fast.pipeline.contract import SplitInfo, as_split
+from deeppose_fast.specs import AugmentSpec
 
 PROTOCOLS = ("dtf", "official")
 DEFAULT_EXTENSIONS = tuple(round(1.0 + 0.1 * i, 1) for i in range(11))
@@ -309,6 +310,7 @@ def score_checkpoint(snapshot: str | os.PathLike | checkpoint.Checkpoint,
         the JSON document: ``checkpoint``, ``step``, ``data``, ``split``, ``reports`` (one per extension).
     Raises (each before the sweep, on the user's files):
         checkpoint.CheckpointError: missing or corrupt snapshot, or trained for another joint count.
+        DatasetError: the sweep's crops need more context or resolution than the data set stored.
         EvaluationError: no data set recorded or found; OutputNotWritable: ``out_json`` cannot be written.
         pipeline.contract.PipelineError: the data set is missing, incomplete or damaged.
     """
@@ -322,6 +324,9 @@ def score_checkpoint(snapshot: str | os.PathLike | checkpoint.Checkpoint,
     check_writable(out_json)
     info = open_split(data, split)
     model = checkpoint.build_model(ckpt, expect_joints=info.num_joints)
+    # the sweep's smallest crop must not be upsampled from the stored regions, its largest must fit them
+    sweep = AugmentSpec(ext_min=min(extensions), ext_max=max(extensions), shift=0.0, flip=False)
+    precrop.require_covers(info.shard_dir, sweep, int(model.input_shape[1]), manifest=info.manifest)
     echo(f"checkpoint {ckpt.path} (step {ckpt.step}), data {data} split {split}")
     reports = []
     for ext in extensions:

@@ -2,8 +2,9 @@
 an ``AugmentSpec``, or the deterministic evaluation crop), the target skeleton drawn on each.
 
 Like ``train``, it refuses before any work a recipe whose crops reach outside the region ``prepare``
-stored around each person (``precrop.require_covers``): such crops would show repeated-pixel borders that
-training never sees from a data set prepared for the recipe.
+stored around each person or need more resolution than it stored (``precrop.require_covers``): such crops
+would show repeated-pixel borders or upsampled pixels that training never sees from a data set prepared
+for the recipe.
 """
 from __future__ import annotations
 
@@ -55,12 +56,12 @@ def show(dataset, *, augment: AugmentSpec = AugmentSpec(), split: str = "train",
     if info.skeleton not in skeletons.SKELETONS:
         raise ValueError(f"{dataset}: skeleton {info.skeleton!r} is not one show can draw")
     if eval_extension is None:
-        precrop.require_covers(dataset, augment)
+        precrop.require_covers(dataset, augment, input_size)
         batch = next(dali.train_batches(dataset, batch_size=count, split=split, input_size=input_size,
                                         augment=augment, seed=seed, device=device))
     else:
         # the evaluation crop: one fixed extension, centred, never flipped
-        precrop.require_covers(dataset, AugmentSpec(eval_extension, eval_extension, shift=0.0, flip=False))
+        precrop.require_covers(dataset, precrop.eval_augment(eval_extension), input_size)
         batch = next(dali.eval_batches(dataset, split=split, batch_size=count, input_size=input_size,
                                        extension=eval_extension, device=device))
     sheet = sheet_of(batch, skeletons.get(info.skeleton), columns=columns)

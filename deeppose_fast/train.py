@@ -36,7 +36,8 @@ good checkpoint stays the newest. The variables are checked on the device at eve
 and before every checkpoint (one reduction per variable; the step itself is unchanged).
 
 Before any work (``setup``): the data folder (manifest readable, listed shards present, and every crop
-of the recipe inside the region ``prepare`` stored: ``precrop.require_covers``), the run folder (free
+of the recipe and the periodic evaluation's crop inside the region ``prepare`` stored, and not upsampled
+from it: ``precrop.require_covers``), the run folder (free
 and writable) and, on resume, the settings that shape the saved state; each failure is one error naming
 the file or folder and the fix. The initial state is broadcast from rank 0 before the first step (the
 optimisers are built explicitly, so no slot is created later), so the first step on N ranks is exactly
@@ -250,7 +251,9 @@ def setup(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
     real_data = dataset_factory is None
     if real_data:
         manifest = shards.Manifest.read(cfg.data)
-        precrop.require_covers(cfg.data, cfg.augment, manifest=manifest)
+        precrop.require_covers(cfg.data, cfg.augment, cfg.model.input_size, manifest=manifest)
+        precrop.require_covers(cfg.data, precrop.eval_augment(cfg.test_extension), cfg.model.input_size,
+                               manifest=manifest)
         num_joints = int(manifest.num_joints)
         skeleton = manifest.skeleton or skeleton
         dataset_factory = dali_dataset_factory(cfg)

@@ -51,6 +51,7 @@ class RamCacheLoader:
         self.pool = ThreadPoolExecutor(max(1, num_threads))
         records = [rec for tar in self.info.tars for rec in shards.iter_shard(tar)]
         self.poses = [rec.pose for rec in records]
+        self.scales = [rec.meta[shards.META_SCALE] for rec in records]
         self.person_index = np.array([int(rec.meta[6]) for rec in records], np.int64)
         # BGR uint8, as cv2.imdecode returns them (and as the reference implementation kept them)
         self.images = list(self.pool.map(
@@ -65,7 +66,8 @@ class RamCacheLoader:
 
     def _crop(self, index: int, draws: np.ndarray):
         return reference.crop_decoded(self.images[index], self.poses[index], draws, size=self.size,
-                                      shift=self.augment.shift, flip_perm=self.info.flip_perm)
+                                      shift=self.augment.shift, flip_perm=self.info.flip_perm,
+                                      scale=self.scales[index])
 
     def __iter__(self):
         return self

@@ -9,7 +9,7 @@ import click
 
 from deeppose_fast.datasets import DTF_SEED, NAMES, SPLIT_MODES, DatasetError, DatasetWarning
 from deeppose_fast.datasets.download import DownloadError
-from deeppose_fast.datasets.precrop import PrecropRule
+from deeppose_fast.datasets.precrop import DEFAULT_RESOLUTION, DEFAULT_RESOLUTION_MARGIN, PrecropRule
 from deeppose_fast.datasets.prepare import prepare
 from deeppose_fast.datasets.shards import ShardError
 from deeppose_fast.specs import AugmentSpec
@@ -40,9 +40,15 @@ from deeppose_fast.specs import AugmentSpec
 @click.option("--max-rotation", type=click.FloatRange(0.0, 90.0), default=0.0, show_default=True,
               help="Largest rotation (degrees) the pre-crop must allow.")
 @click.option("--max-scale-jitter", type=click.FloatRange(0.0, 0.9), default=0.0, show_default=True,
-              help="Largest zoom-out j (scale 1 - j) the pre-crop must allow.")
+              help="Largest zoom j (scale 1 - j to 1 + j) the pre-crop must allow.")
+@click.option("--min-extension", type=click.FloatRange(min=0.0, min_open=True), default=1.0, show_default=True,
+              help="Smallest crop extension of the recipes: regions are stored at the resolution its crop needs.")
+@click.option("--resolution", type=click.IntRange(min=0), default=DEFAULT_RESOLUTION, show_default=True,
+              help="Network input side that the stored regions serve at least 1:1 (0: keep the source resolution).")
+@click.option("--resolution-margin", type=click.FloatRange(min=0.0), default=DEFAULT_RESOLUTION_MARGIN,
+              show_default=True, help="Store this fraction more pixels than the smallest crop needs.")
 @click.option("--scale", default="small", show_default=True,
-              help="synthetic: size of the generated data set (small, mpii: MPII's size).")
+              help="synthetic: size of the generated data set (small; mpii: MPII's size; real: MPII's size and frame sizes).")
 @click.option("--size", "num_images", type=click.IntRange(min=1), default=None,
               help="synthetic: number of images (overrides the scale).")
 @click.option("--generator-seed", type=int, default=0, show_default=True, help="synthetic: generator seed.")
@@ -53,7 +59,8 @@ from deeppose_fast.specs import AugmentSpec
                    "its shards that no manifest lists.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def command(name, sources, download, base_url, out, split_mode, seed, records_per_shard, precrop, jpeg_quality,
-            ext_max, max_shift, max_rotation, max_scale_jitter, scale, num_images, generator_seed, workers, replace,
+            ext_max, max_shift, max_rotation, max_scale_jitter, min_extension, resolution, resolution_margin, scale,
+            num_images, generator_seed, workers, replace,
             quiet):
     """Prepare data set NAME (lsp, lspet, lsp-ext, mpii, synthetic) into shards + manifest.json.
 
@@ -69,10 +76,14 @@ def command(name, sources, download, base_url, out, split_mode, seed, records_pe
       deeppose-fast prepare mpii --download --out data/mpii
     """
     out = (out if out is not None else Path("data") / name).expanduser().resolve()
-    # the largest crops the training recipes will draw: the pre-crop is sized from them
-    widest = AugmentSpec(ext_min=min(AugmentSpec.ext_min, ext_max), ext_max=ext_max, shift=max_shift,
-                         rotation=max_rotation, scale_jitter=max_scale_jitter)
-    rule = PrecropRule.from_augment(widest, enabled=precrop, jpeg_quality=jpeg_quality)
+    # the largest and the smallest crops the recipes will draw: the pre-crop is sized from them
+    if min_extension > ext_max:
+        raise click.BadParameter(f"{min_extension:g} is larger than --ext-max {ext_max:g}",
+                                 param_hint="'--min-extension'")
+    widest = AugmentSpec(ext_min=min_extension, ext_max=ext_max, shift=max_shift, rotation=max_rotation,
+                         scale_jitter=max_scale_jitter)
+    rule = PrecropRule.from_augment(widest, resolution, enabled=precrop, jpeg_quality=jpeg_quality,
+                                    resolution_margin=resolution_margin)
     default_show = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):

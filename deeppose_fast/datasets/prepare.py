@@ -4,8 +4,8 @@ Shapes: N people, K joints.
 
 ``prepare(name, out, source=...)`` runs: sources (``sources``: a folder, archives to extract, downloads,
 or the generated data set) -> ``read`` -> per image: read the JPEG, check it (``jpeg``), and for each
-person cut the *pre-crop* region (``precrop``) and re-encode it (or keep the original bytes with
-``precrop=False``) -> one record per person (``shards.encode_record``) -> ``ShardWriter`` per split ->
+person cut the *pre-crop* region (``precrop``), scale it down to the resolution the recipe needs and
+re-encode it (or keep the original bytes with ``precrop=False``) -> one record per person (``shards.encode_record``) -> ``ShardWriter`` per split ->
 ``manifest.json`` last. Images stream through a small pool of threads with a bounded window, so peak
 memory does not grow with the data set. Everything is built in a temporary folder of the output folder
 and swapped in when complete (``workspace``).
@@ -52,7 +52,7 @@ WARN_EXIF = "original JPEGs with an EXIF orientation tag (decode them with adjus
 
 @dataclass
 class _Outcome:
-    records: list  # (person index, jpeg bytes, pose (K, 4), meta (8,))
+    records: list  # (person index, jpeg bytes, pose (K, 4), meta (10,))
     skipped: dict
     outside: int  # annotated joints outside the image, over the kept people
     rotated: int = 0  # 1 if original bytes with an EXIF orientation other than 1 were stored
@@ -89,16 +89,24 @@ def _process_image(path: str, people: np.ndarray, data: PoseData, rule: PrecropR
             skipped[SKIP_OUTSIDE] = skipped.get(SKIP_OUTSIDE, 0) + 1
             continue
         outside += int(annotated.sum() - inside.sum())
+        scale = (1.0, 1.0)
         if rule.enabled:
             x0, y0, x1, y1 = region
-            ok, enc = cv2.imencode(".jpg", image[y0:y1, x0:x1], [cv2.IMWRITE_JPEG_QUALITY, rule.jpeg_quality])
+            pixels = image[y0:y1, x0:x1]
+            w2, h2 = rule.stored_size(joints, region, width, height)
+            if (w2, h2) != (x1 - x0, y1 - y0):
+                # area averaging: the downscale's anti-aliasing filter; the exact ratio is recorded
+                pixels = cv2.resize(pixels, (w2, h2), interpolation=cv2.INTER_AREA)
+                scale = (w2 / (x1 - x0), h2 / (y1 - y0))
+            ok, enc = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, rule.jpeg_quality])
             if not ok:  # pragma: no cover - OpenCV encodes any non-empty uint8 image
                 raise RuntimeError(f"{path}: OpenCV could not encode the region {region}")
             jpeg = enc.tobytes()
         else:
             x0 = y0 = 0
             jpeg = raw
-        pose, meta = shards.encode_record(joints, data.visible[p], data.head_box[p], (x0, y0), p, data.image_ids[p])
+        pose, meta = shards.encode_record(joints, data.visible[p], data.head_box[p], (x0, y0), p, data.image_ids[p],
+                                          scale)
         records.append((int(p), jpeg, pose, meta))
     rotated = int(not rule.enabled and bool(records) and exif_orientation(raw) != 1)
     return _Outcome(records, skipped, outside, rotated)

@@ -43,6 +43,7 @@ class SplitInfo:
         tars, indices: the split's shard paths and their DALI indices, in order.
         count: people in the split; num_joints: K; flip_perm: (K,) label permutation of a mirrored crop.
         skeleton: the manifest's layout name; rebuild_hint: how to rebuild the folder (for errors).
+        manifest: the whole manifest as read (its pre-crop rule, for ``precrop.require_covers``).
     """
 
     shard_dir: Path
@@ -54,6 +55,7 @@ class SplitInfo:
     flip_perm: tuple[int, ...]
     skeleton: str
     rebuild_hint: str = "re-run `deeppose-fast prepare` to rebuild it"
+    manifest: shards.Manifest | None = None
 
 
 def split_info(shard_dir: str | Path, split: str) -> SplitInfo:
@@ -85,7 +87,7 @@ def split_info(shard_dir: str | Path, split: str) -> SplitInfo:
         raise PipelineError(f"{shard_dir / shards.MANIFEST}: num_joints {manifest.num_joints} does not "
                             f"match skeleton {name!r} ({k} joints)")
     return SplitInfo(shard_dir, split, [str(t) for t in tars], [str(i) for i in idxs], count, k, tuple(perm),
-                     str(name), shards.rebuild_hint(shard_dir, manifest))
+                     str(name), shards.rebuild_hint(shard_dir, manifest), manifest)
 
 
 def as_split(data: str | Path | SplitInfo, split: str | None, default: str) -> SplitInfo:
@@ -110,22 +112,24 @@ def source_frame_labels(pose: np.ndarray, meta: np.ndarray, crop_box: np.ndarray
 
     Args:
         pose: (B, K, 4) shard poses ``x, y, annotated, visible`` in the JPEG's frame.
-        meta: (B, 8) shard meta: head box, pre-crop offset, person index, image id.
-        crop_box: (B, 4) ``x0, y0, w, h`` of the crop in the JPEG's frame.
+        meta: (B, 10) shard meta (``shards.META_FIELDS``): head box (JPEG frame), pre-crop offset,
+            person index, image id, scale (JPEG pixels per source pixel).
+        crop_box: (B, 4) ``x0, y0, w, h`` of the crop in the source frame relative to the offset (the
+            geometry's frame: ``codec.crop_geometry``).
     Returns:
         dict of ``crop_box`` (B, 4), ``joints`` (B, K, 2) NaN = not annotated, ``visible`` (B, K),
         ``head_box`` (B, 4), ``person_index`` (B,), ``image_id`` (B,), all in source-image pixels.
     """
     pose, meta = np.asarray(pose, np.float64), np.asarray(meta, np.float64)
-    offset = meta[:, 4:6]
+    offset, scale = meta[:, 4:6], meta[:, shards.META_SCALE]
     annotated = pose[:, :, 2] > 0.5
     box = np.array(crop_box, dtype=np.float64)
     box[:, :2] += offset
     return {
         "crop_box": box,
-        "joints": np.where(annotated[..., None], pose[:, :, :2] + offset[:, None, :], np.nan),
+        "joints": np.where(annotated[..., None], pose[:, :, :2] / scale[:, None, :] + offset[:, None, :], np.nan),
         "visible": annotated & (pose[:, :, 3] > 0.5),
-        "head_box": meta[:, :4] + np.concatenate([offset, offset], axis=1),
+        "head_box": meta[:, :4] / np.tile(scale, 2) + np.tile(offset, 2),
         "person_index": meta[:, 6].astype(np.int64),
         "image_id": meta[:, 7].astype(np.int64),
     }

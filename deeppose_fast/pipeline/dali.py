@@ -29,6 +29,7 @@ import numpy as np
 from nvidia.dali import fn, pipeline_def, types
 
 from deeppose_fast import codec
+from deeppose_fast.datasets import shards
 from deeppose_fast.pipeline import native
 from deeppose_fast.pipeline.contract import (NORM_EPSILON, PipelineError, SplitInfo, as_split, resolve_device,
                                              shard_range, source_frame_labels)
@@ -73,13 +74,14 @@ def _train_draws(augment: AugmentSpec):
                   _uniform(1 - augment.scale_jitter, 1 + augment.scale_jitter, 1))
 
 
-def _crop(jpegs, pose, draws, *, info: SplitInfo, size: int, shift: float, device: str, layout: str,
+def _crop(jpegs, pose, meta, draws, *, info: SplitInfo, size: int, shift: float, device: str, layout: str,
           dtype: str, normalize: bool, swap_labels: bool):
     """The shared graph: geometry, region decode, warp, normalisation. Returns the images and the
     operator's other outputs (targets, weights, crop_box)."""
     shape = fn.peek_image_shape(jpegs)
+    scale = meta[shards.META_SCALE.start:shards.META_SCALE.stop]  # of a region stored at reduced resolution
     matrix, anchor, region, targets, weights, crop_box = fn.pose_crop(
-        pose, shape, draws, size=size, shift=shift, flip_perm=list(info.flip_perm) if swap_labels else [])
+        pose, shape, draws, scale, size=size, shift=shift, flip_perm=list(info.flip_perm) if swap_labels else [])
     images = fn.decoders.image_slice(jpegs, anchor, region, device="mixed" if device == "gpu" else "cpu",
                                      normalized_anchor=False, normalized_shape=False,
                                      output_type=types.RGB)
@@ -117,7 +119,7 @@ def train_graph(info: SplitInfo, augment: AugmentSpec, *, size: int, device: str
                                 shard_id=shard_id, num_shards=num_shards)
     draws = _train_draws(augment)
     images, targets, weights, crop_box = _crop(
-        jpegs, pose, draws, info=info, size=size, shift=augment.shift, device=device, layout=layout,
+        jpegs, pose, meta, draws, info=info, size=size, shift=augment.shift, device=device, layout=layout,
         dtype=dtype, normalize=normalize, swap_labels=swap_labels)
     return (images, targets, weights) + ((crop_box, pose, meta, draws) if extras else ())
 
@@ -131,7 +133,7 @@ def eval_graph(info: SplitInfo, *, extension: float, size: int, device: str, lay
                                 stick_to_shard=True, pad_last_batch=True)
     draws = fn.constant(fdata=[float(v) for v in codec.eval_draws(extension)], shape=[codec.NUM_DRAWS])
     images, targets, weights, crop_box = _crop(
-        jpegs, pose, draws, info=info, size=size, shift=0.0, device=device, layout=layout, dtype=dtype,
+        jpegs, pose, meta, draws, info=info, size=size, shift=0.0, device=device, layout=layout, dtype=dtype,
         normalize=normalize, swap_labels=True)
     return images, targets, weights, crop_box, pose, meta
 
@@ -153,7 +155,7 @@ def build_train_pipeline(data, *, batch_size: int, augment: AugmentSpec = Augmen
     ``augment`` is the crop recipe (random extension, shift, flip, rotation, scale); S = ``input_size``;
     this rank reads part ``shard_id`` of ``num_shards``; ``device`` is ``auto``, ``cpu`` or ``gpu``
     (``contract.resolve_device``), on GPU ``device_id``. Outputs ``images, targets, weights`` and, with
-    ``extras``, also ``crop_box (B, 4)`` (JPEG frame), ``pose (B, K, 4)``, ``meta (B, 8)`` and
+    ``extras``, also ``crop_box (B, 4)`` (source frame, relative to the offset), ``pose (B, K, 4)``, ``meta (B, 10)`` and
     ``draws (B, 7)`` (the random draws, ``codec.DRAW_FIELDS``).
 
     Shuffling: the shard order is reshuffled every epoch (``shuffle_after_epoch``, the same seed on every
@@ -199,8 +201,8 @@ def _build(pipe, info: SplitInfo):
 
 def train_batches(data, *, split: str | None = None, **kwargs) -> Iterator[dict]:
     """Endless iterator of training batches as NumPy dicts (``TRAIN_OUTPUTS``): ``images`` (B, S, S, 3)
-    or (B, 3, S, S), ``targets`` (B, K, 2), ``weights`` (B, K), ``crop_box`` (B, 4) JPEG frame, ``pose``
-    (B, K, 4), ``meta`` (B, 8), ``draws`` (B, 7). Arguments as ``build_train_pipeline``."""
+    or (B, 3, S, S), ``targets`` (B, K, 2), ``weights`` (B, K), ``crop_box`` (B, 4) source frame (relative to the offset), ``pose``
+    (B, K, 4), ``meta`` (B, 10), ``draws`` (B, 7). Arguments as ``build_train_pipeline``."""
     info = as_split(data, split, "train")
     pipe = build_train_pipeline(info, extras=True, **kwargs)
     _build(pipe, info)

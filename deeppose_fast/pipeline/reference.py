@@ -32,24 +32,25 @@ def opencv_matrix(matrix: np.ndarray) -> np.ndarray:
 
 
 def crop_sample(jpeg: bytes, pose: np.ndarray, draws: np.ndarray, *, size: int, shift: float = 0.1,
-                flip_perm=None, normalize_image: bool = True, where: str = "record"):
+                flip_perm=None, normalize_image: bool = True, where: str = "record", scale=None):
     """One crop. Returns ``(image (S, S, 3) float32 RGB, codec.Geometry)``.
 
     Args:
-        jpeg: JPEG bytes; pose: (K, 4); draws: (7,) ``codec.DRAW_FIELDS``; where: names the record in errors.
+        jpeg: JPEG bytes; pose: (K, 4); draws: (7,) ``codec.DRAW_FIELDS``; where: names the record in errors;
+        scale: (2,) of a region stored at reduced resolution (the record's ``meta[shards.META_SCALE]``).
     """
     bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise PipelineError(f"{where}: its JPEG does not decode")
     return crop_decoded(bgr, pose, draws, size=size, shift=shift, flip_perm=flip_perm,
-                        normalize_image=normalize_image)
+                        normalize_image=normalize_image, scale=scale)
 
 
 def crop_decoded(bgr: np.ndarray, pose: np.ndarray, draws: np.ndarray, *, size: int, shift: float = 0.1,
-                 flip_perm=None, normalize_image: bool = True):
+                 flip_perm=None, normalize_image: bool = True, scale=None):
     """``crop_sample`` after the decode: ``bgr`` is the (H, W, 3) uint8 BGR image (loaders that cache
     decoded images call this directly). Returns ``(image (S, S, 3) float32 RGB, codec.Geometry)``."""
-    g = codec.crop_geometry(pose, bgr.shape[:2], draws, size=size, shift=shift, flip_perm=flip_perm)
+    g = codec.crop_geometry(pose, bgr.shape[:2], draws, size=size, shift=shift, flip_perm=flip_perm, scale=scale)
     x, y = int(g.anchor[0]), int(g.anchor[1])
     w, h = int(g.shape[0]), int(g.shape[1])
     region = cv2.cvtColor(bgr[y:y + h, x:x + w], cv2.COLOR_BGR2RGB)
@@ -81,7 +82,8 @@ def train_batches(data, *, batch_size: int, augment: AugmentSpec = AugmentSpec()
     """Endless training batches like ``dali.train_batches`` (one rank): the shard order is permuted every
     epoch and records are shuffled in a buffer of ``shuffle_buffer``; crops run on ``num_threads`` threads
     (OpenCV releases the GIL). Yields dicts with ``images``, ``targets`` (B, K, 2), ``weights`` (B, K),
-    ``crop_box`` (B, 4) JPEG frame, ``pose`` (B, K, 4), ``meta`` (B, 8), ``draws`` (B, 7)."""
+    ``crop_box`` (B, 4) source frame relative to the record's offset, ``pose`` (B, K, 4), ``meta`` (B, 10),
+    ``draws`` (B, 7)."""
     info = as_split(data, split, "train")
     rng = np.random.default_rng(seed)
     pool = ThreadPoolExecutor(max(1, num_threads))
@@ -101,7 +103,7 @@ def train_batches(data, *, batch_size: int, augment: AugmentSpec = AugmentSpec()
 
     def one(rec: shards.Record, draws: np.ndarray):
         return crop_sample(rec.jpeg, rec.pose, draws, size=input_size, shift=augment.shift, flip_perm=info.flip_perm,
-                           normalize_image=normalize_image,
+                           normalize_image=normalize_image, scale=rec.meta[shards.META_SCALE],
                            where=f"{info.shard_dir}: record {rec.key:08d} of split {info.split!r}")
 
     try:
@@ -138,7 +140,8 @@ def eval_batches(data, *, split: str | None = None, batch_size: int, input_size:
             if batch and (len(batch) == batch_size or rec is None):
                 results = list(pool.map(lambda r: crop_sample(
                     r.jpeg, r.pose, draws, size=input_size, shift=0.0, flip_perm=info.flip_perm,
-                    normalize_image=normalize_image, where=f"{info.shard_dir}: record {r.key:08d}"), batch))
+                    normalize_image=normalize_image, where=f"{info.shard_dir}: record {r.key:08d}",
+                    scale=r.meta[shards.META_SCALE]), batch))
                 yield {
                     "images": _finish([im for im, _ in results], layout, dtype),
                     "targets": np.stack([g.targets for _, g in results]),

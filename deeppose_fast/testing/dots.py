@@ -60,15 +60,17 @@ def dot_image(joints: np.ndarray, annotated: np.ndarray, h: int, w: int, radius:
 def make_dot_dataset(out_dir: str | Path, *, num_train: int, num_test: int = 0, skeleton: str = "lsp",
                      height=(200, 320), width=(220, 400), radius: float = 6.0, min_sep: float = 30.0,
                      unannotated: float = 0.0, records_per_shard: int = 1000, quality: int = 95,
-                     seed: int = 0) -> Path:
+                     seed: int = 0, scale_range: tuple[float, float] | None = None) -> Path:
     """Write a prepared data set folder of dot people (``manifest.json`` + tar shards).
 
     Args:
         num_train, num_test: people per split (a split with 0 people is left out).
         height, width: ranges of the JPEG sizes, px.
         unannotated: fraction of joints marked not annotated (not drawn, x = y = 0).
-    Returns the folder. ``meta`` carries a random offset (source frame = JPEG frame + offset), a head box,
-    ``person_index`` = key and ``image_id`` = key.
+        scale_range: records declare a random scale per axis from this range, as regions stored at
+            reduced resolution do (None: 1, full resolution).
+    Returns the folder. ``meta`` carries a random offset (source frame = JPEG frame / scale + offset), a
+    head box, ``person_index`` = key, ``image_id`` = key and the scale.
     """
     out_dir = Path(out_dir)
     skel = skeletons.get(skeleton)
@@ -94,8 +96,9 @@ def make_dot_dataset(out_dir: str | Path, *, num_train: int, num_test: int = 0, 
                 pose[ann, :2] = xy[ann]
                 pose[ann, 2:] = 1
                 ox, oy = rng.uniform(0, 500, 2)
+                scale = (1.0, 1.0) if scale_range is None else rng.uniform(*scale_range, 2)
                 meta = np.array([xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].min() + 20, xy[:, 1].min() + 20,
-                                 ox, oy, key, key], np.float32)
+                                 ox, oy, key, key, *scale], np.float32)
                 writer.write(key, jpeg.tobytes(), pose, meta)
                 key += 1
         splits[split] = writer.summary()

@@ -12,6 +12,8 @@ from click.testing import CliRunner
 
 from deeppose_fast import checkpoint, model as model_lib
 from deeppose_fast.cli import main
+from deeppose_fast.datasets import shards
+from deeppose_fast.datasets.precrop import PrecropRule
 from deeppose_fast.specs import ModelSpec
 from deeppose_fast.testing import dots
 
@@ -122,3 +124,17 @@ def test_a_run_whose_data_is_nowhere_suggests_data(project, tmp_path, monkeypatc
     assert_one_line_error(r, "data/dots: the data set recorded in", f"current directory ({tmp_path})",
                           "pass --data DIR")
     assert "not prepared" not in r.output
+
+
+def test_a_sweep_needing_more_resolution_than_stored_is_refused(project, tmp_path):
+    """Regions stored for crops of extension 1.5 and more: an extension 1.2 crop would be upsampled from
+    them, so the sweep is refused before it starts, naming the prepare option that stores enough."""
+    data = shutil.copytree(project / "data" / "dots", tmp_path / "dots")
+    shards.Manifest.read(data).replace(precrop=PrecropRule(ext_min=1.5).to_dict()).write(data)
+    r = CliRunner().invoke(main, ["eval", str(project / "runs" / "tiny"), "--data", str(data),
+                                  "--extensions", "1.2,2.0", "--batch-size", "8", "--json", str(tmp_path / "e.json")])
+    assert_one_line_error(r, str(data / "manifest.json"), "smallest extension 1.2", "--min-extension 1.2")
+    assert not (tmp_path / "e.json").exists()
+    r = CliRunner().invoke(main, ["eval", str(project / "runs" / "tiny"), "--data", str(data),
+                                  "--extensions", "1.5,2.0", "--batch-size", "8", "--json", str(tmp_path / "e.json")])
+    assert r.exit_code == 0, r.output

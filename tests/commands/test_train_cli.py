@@ -98,6 +98,14 @@ def test_a_huge_learning_rate_exits_non_zero_and_keeps_the_last_good_checkpoint(
             assert all(np.isfinite(v).all() for _, v in arrays if v.dtype.kind == "f"), (found, group)
 
 
+def test_a_recipe_needing_more_resolution_than_stored_is_refused(prepared, tmp_path):
+    # prepared for a 227 px input (the default): a 300 px network would see upsampled regions
+    line = error_line(train("--data", prepared, "--out", tmp_path / "run", "--input-size", "300"))
+    assert f"{prepared / 'manifest.json'}:" in line and "input size 300" in line
+    assert "--resolution 300" in line and "deeppose-fast prepare" in line
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_recipe_whose_crops_reach_outside_the_stored_region_is_refused(prepared, tmp_path):
     # prepared for the reference recipe (no rotation): rotated crops would have repeated-pixel borders
     line = error_line(train("--data", prepared, "--out", tmp_path / "run", "--rotation", "30"))

@@ -29,10 +29,11 @@ def load_split(out, split):
 
 
 def source_coords(record):
-    """(K, 2) joints in source pixels (NaN where not annotated) and (4,) head box from a record."""
-    pose, meta = record.pose, record.meta
-    joints = np.where(pose[:, 2:3] > 0, pose[:, :2] + meta[4:6], np.nan)
-    return joints, meta[:4] + np.tile(meta[4:6], 2)
+    """(K, 2) joints in source pixels (NaN where not annotated) and (4,) head box from a record: the
+    format's definition ``source = jpeg / scale + offset``, written out (meta: offset at 4:6, scale 8:10)."""
+    pose, meta = record.pose.astype(np.float64), record.meta.astype(np.float64)
+    joints = np.where(pose[:, 2:3] > 0, pose[:, :2] / meta[8:10] + meta[4:6], np.nan)
+    return joints, meta[:4] / np.tile(meta[8:10], 2) + np.tile(meta[4:6], 2)
 
 
 def copy_tree(src, dst):
@@ -354,16 +355,23 @@ def test_real_mpii_photos(tmp_path, mpii_sample_dir):
     full = [p for p in people if all(p["joints_vis"])]
     assert manifest["num_people"] == len(full) == 3
     records = {**load_split(out, "train"), **load_split(out, "test")}
+    scales = []
     for i, p in enumerate(full):
         rec = records[i]
+        # the source-pixel round trip through the region stored at reduced resolution
         np.testing.assert_allclose(source_coords(rec)[0], np.array(p["joints"]) + 0.5, atol=1e-3)
         crop = cv2.imdecode(np.frombuffer(rec.jpeg, np.uint8), cv2.IMREAD_COLOR)
         x0, y0 = int(rec.meta[4]), int(rec.meta[5])
+        sx, sy = rec.meta[8:10]
+        scales.append(min(sx, sy))
+        w, h = round(crop.shape[1] / sx), round(crop.shape[0] / sy)  # the region in source pixels
+        np.testing.assert_allclose([crop.shape[1] / w, crop.shape[0] / h], [sx, sy], rtol=1e-6)
         photo = cv2.imread(str(mpii_sample_dir / p["image"]))
-        ref = photo[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]]
-        assert crop.shape == ref.shape and np.abs(crop.astype(int) - ref).mean() < 3.0
+        ref = cv2.resize(photo[y0:y0 + h, x0:x0 + w], crop.shape[1::-1], interpolation=cv2.INTER_AREA)
+        assert np.abs(crop.astype(int) - ref).mean() < 3.0
         inside = (rec.pose[:, 0] >= 0) & (rec.pose[:, 0] <= crop.shape[1]) & (rec.pose[:, 1] <= crop.shape[0])
         assert inside.all()
+    assert min(scales) < 0.9  # these people are large enough to be stored smaller
 
 
 def with_exif_orientation(jpeg: bytes, value: int, order: str = "big") -> bytes:

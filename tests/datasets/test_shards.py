@@ -32,7 +32,7 @@ def make_records(n: int, seed: int = 0, first_key: int = 0):
         pose[:, 2] = rng.random(K) < 0.9
         pose[:, 3] = pose[:, 2] * (rng.random(K) < 0.8)
         pose[pose[:, 2] == 0, :2] = 0
-        meta = rng.uniform(-10, 100, size=8).astype(np.float32)
+        meta = rng.uniform(-10, 100, size=len(shards.META_FIELDS)).astype(np.float32)
         if i % 3 == 0:
             meta[:4] = np.nan
         records.append((first_key + 2 * i, buf.tobytes(), pose, meta))
@@ -166,7 +166,7 @@ def test_write_validates_records(tmp_path):
             w.write(0, jpeg, pose[:, :2], meta)
         with pytest.raises(ValueError, match="finite"):
             w.write(0, jpeg, np.full_like(pose, np.nan), meta)
-        with pytest.raises(ValueError, match=r"meta must have shape \(8,\)"):
+        with pytest.raises(ValueError, match=r"meta must have shape \(10,\)"):
             w.write(0, jpeg, pose, meta[:4])
         w.write(5, jpeg, pose, meta)
         with pytest.raises(ValueError, match="strictly increasing"):
@@ -303,10 +303,17 @@ def test_record_encoding_round_trip():
     head = np.array([100, 30, 120, 50], np.float32)
     pose, meta = shards.encode_record(joints, visible, head, (100, 20), 7, 3)
     np.testing.assert_array_equal(pose, [[5.25, 20.5, 1, 1], [0, 0, 0, 0], [30.0, 70.75, 1, 0]])
-    np.testing.assert_array_equal(meta, [0, 10, 20, 30, 100, 20, 7, 3])
+    np.testing.assert_array_equal(meta, [0, 10, 20, 30, 100, 20, 7, 3, 1, 1])
     back, vis, box = shards.decode_record(shards.Record(7, b"", pose, meta))
     np.testing.assert_array_equal(back, joints)
     np.testing.assert_array_equal(vis, [True, False, False])
+    np.testing.assert_array_equal(box, head)
+    # a region stored at a quarter of the width and half the height: jpeg = (source - offset) * scale
+    pose, meta = shards.encode_record(joints, visible, head, (100, 20), 7, 3, scale=(0.25, 0.5))
+    np.testing.assert_array_equal(pose[:, :2], [[1.3125, 10.25], [0, 0], [7.5, 35.375]])
+    np.testing.assert_array_equal(meta, [0, 5, 5, 15, 100, 20, 7, 3, 0.25, 0.5])
+    back, _, box = shards.decode_record(shards.Record(7, b"", pose, meta))
+    np.testing.assert_array_equal(back, joints)
     np.testing.assert_array_equal(box, head)
 
 

@@ -38,7 +38,7 @@ def mpii_shards(mpii_sample_dir, tmp_path_factory):
             pose = np.zeros((16, 4), np.float32)
             pose[ann, :2] = xy[ann] - [x0, y0]
             pose[ann, 2:] = 1
-            meta = np.array([np.nan] * 4 + [x0, y0, i, i], np.float32)
+            meta = np.array([np.nan] * 4 + [x0, y0, i, i, 1, 1], np.float32)  # full resolution
             writer.write(i, jpeg.tobytes(), pose, meta)
     shards.Manifest(name="mpii-sample", splits={"test": writer.summary()}, skeleton="mpii",
                     joint_names=tuple(MPII.joint_names), flip_pairs=tuple(MPII.flip_pairs), num_joints=16,

@@ -1,5 +1,6 @@
 """The OpenCV + NumPy reference loader: the dot test on its own, and pixel parity with the DALI CPU
-pipeline on the same samples and the same random draws."""
+pipeline on the same samples and the same random draws; on records at full resolution and on records
+that declare a scale (regions stored at reduced resolution: the geometry runs in the source frame)."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,10 +15,10 @@ from deeppose_fast.testing import dots
 PERM = LSP.flip_permutation
 
 
-@pytest.fixture(scope="module")
-def dot_dir(tmp_path_factory):
+@pytest.fixture(scope="module", params=[None, (0.4, 1.0)], ids=["full-resolution", "scaled"])
+def dot_dir(tmp_path_factory, request):
     return dots.make_dot_dataset(tmp_path_factory.mktemp("dots"), num_train=24, num_test=10,
-                                 records_per_shard=10, unannotated=0.1, seed=11)
+                                 records_per_shard=10, unannotated=0.1, seed=11, scale_range=request.param)
 
 
 def test_opencv_matrix_moves_pixel_centres():
@@ -48,7 +49,8 @@ def test_train_crops_match_dali_on_the_same_draws(dot_dir):
                                 augment=AugmentSpec(rotation=15.0, scale_jitter=0.1)))
     for i in range(12):
         rec = records[int(b["meta"][i, 6])]
-        image, g = reference.crop_sample(rec.jpeg, rec.pose, b["draws"][i], size=227, flip_perm=PERM)
+        image, g = reference.crop_sample(rec.jpeg, rec.pose, b["draws"][i], size=227, flip_perm=PERM,
+                                         scale=rec.meta[shards.META_SCALE])
         np.testing.assert_allclose(g.targets, b["targets"][i], atol=1e-6)
         # normalised units: 0.05 is about 2 grey levels of a typical crop
         diff = np.abs(image - b["images"][i])

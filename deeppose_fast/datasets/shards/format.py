@@ -9,11 +9,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: meta gained scale_x, scale_y (regions stored at reduced resolution)
 MANIFEST = "manifest.json"
 EXTENSIONS = ("jpg", "pose.npy", "meta.npy")
 META_FIELDS = ("head_x1", "head_y1", "head_x2", "head_y2", "offset_x", "offset_y", "person_index",
-               "image_id")
+               "image_id", "scale_x", "scale_y")
+META_SCALE = slice(8, 10)  # JPEG pixels per source pixel, x and y
 POSE_FIELDS = ("x", "y", "annotated", "visible")
 DEFAULT_RECORDS_PER_SHARD = 1000
 PREPARE_HINT = "run `deeppose-fast prepare ...` to (re)build it"
@@ -29,7 +30,7 @@ class NotPreparedError(ShardError, FileNotFoundError):
 
 class Record(NamedTuple):
     """One person of a shard: ``key`` (int), ``jpeg`` (bytes), ``pose`` (K, 4) float32,
-    ``meta`` (8,) float32."""
+    ``meta`` (10,) float32 (``META_FIELDS``)."""
 
     key: int
     jpeg: bytes
@@ -38,35 +39,39 @@ class Record(NamedTuple):
 
 
 def encode_record(joints: np.ndarray, visible: np.ndarray, head_box: np.ndarray, offset, person_index: int,
-                  image_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """One person's ``pose`` and ``meta`` for a JPEG of a region whose corner is ``offset`` in the source.
+                  image_id: int, scale=(1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """One person's ``pose`` and ``meta`` for a JPEG of a region whose corner is ``offset`` in the source,
+    stored at ``scale`` JPEG pixels per source pixel: ``jpeg = (source - offset) * scale``.
 
     Args:
         joints: (K, 2) source continuous pixels, NaN where not annotated.
         visible: (K,) bool; head_box: (4,) ``x1, y1, x2, y2`` source pixels (NaN when the data set has none).
         offset: ``(x0, y0)`` integers, the region's corner in the source image (0, 0 for the whole image).
         person_index, image_id: the person's running index and its source image's id.
+        scale: ``(s_x, s_y)`` JPEG pixels per source pixel (1, 1 for a region kept at full resolution);
+            stored as float32, and the JPEG coordinates are computed with the stored value.
     Returns:
-        ``pose`` (K, 4) float32 ``x, y, annotated, visible`` in the region's frame (0 where not annotated)
-        and ``meta`` (8,) float32 (``META_FIELDS``).
+        ``pose`` (K, 4) float32 ``x, y, annotated, visible`` in the JPEG's frame (0 where not annotated)
+        and ``meta`` (10,) float32 (``META_FIELDS``).
     """
     x0, y0 = offset
+    s = np.asarray(scale, np.float32).astype(np.float64)
     annotated = np.isfinite(joints).all(axis=1)
     pose = np.zeros((len(joints), 4), np.float32)
-    pose[annotated, 0] = joints[annotated, 0] - np.float32(x0)
-    pose[annotated, 1] = joints[annotated, 1] - np.float32(y0)
+    pose[annotated, :2] = (np.asarray(joints, np.float64)[annotated] - (x0, y0)) * s
     pose[:, 2] = annotated
     pose[:, 3] = visible & annotated
-    head = head_box - np.array([x0, y0, x0, y0], np.float32)
-    return pose, np.array([*head, x0, y0, person_index, image_id], np.float32)
+    head = (np.asarray(head_box, np.float64) - (x0, y0, x0, y0)) * np.tile(s, 2)
+    return pose, np.array([*head, x0, y0, person_index, image_id, *s], np.float32)
 
 
 def decode_record(record: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The inverse of ``encode_record``: ``joints`` (K, 2) float32 source pixels with NaN where not
-    annotated, ``visible`` (K,) bool and ``head_box`` (4,) float32 source pixels."""
-    pose, meta = record.pose, record.meta
-    joints = np.where(pose[:, 2:3] > 0, pose[:, :2] + meta[4:6], np.float32(np.nan)).astype(np.float32)
-    return joints, pose[:, 3] > 0, (meta[:4] + np.tile(meta[4:6], 2)).astype(np.float32)
+    """The inverse of ``encode_record``: ``joints`` (K, 2) float64 source pixels with NaN where not
+    annotated, ``visible`` (K,) bool and ``head_box`` (4,) float64 source pixels."""
+    pose, meta = np.asarray(record.pose, np.float64), np.asarray(record.meta, np.float64)
+    scale, offset = meta[META_SCALE], meta[4:6]
+    joints = np.where(pose[:, 2:3] > 0, pose[:, :2] / scale + offset, np.nan)
+    return joints, pose[:, 3] > 0, meta[:4] / np.tile(scale, 2) + np.tile(offset, 2)
 
 
 def shard_name(split: str, index: int) -> str:

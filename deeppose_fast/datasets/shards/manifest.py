@@ -186,7 +186,8 @@ def rebuild_command(out_dir: str | os.PathLike, manifest: "Manifest | dict") -> 
             args.append("--no-precrop")
         for option, key, default in (("--jpeg-quality", "jpeg_quality", 95), ("--ext-max", "ext_max", 2.0),
                                      ("--max-shift", "shift", 0.1), ("--max-rotation", "rotation", 0.0),
-                                     ("--max-scale-jitter", "scale_jitter", 0.0)):
+                                     ("--max-scale-jitter", "scale_jitter", 0.0), ("--min-extension", "ext_min", 1.0),
+                                     ("--resolution", "resolution", 227), ("--resolution-margin", "resolution_margin", 0.25)):
             if precrop.get(key, default) != default:
                 value = precrop[key]
                 args += [option, f"{value:g}" if isinstance(value, float) else str(value)]

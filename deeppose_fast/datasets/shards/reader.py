@@ -119,7 +119,7 @@ def iter_shard(tar_path: str | os.PathLike) -> Iterator[Record]:
 def iter_records(out_dir: str | os.PathLike, split: str) -> Iterator[Record]:
     """Stream every record of a split, in shard order (= key order), after validating the manifest.
 
-    Yields ``Record(key, jpeg, pose (K, 4) float32, meta (8,) float32)``; checks the total against the
+    Yields ``Record(key, jpeg, pose (K, 4) float32, meta (10,) float32)``; checks the total against the
     manifest's ``count``.
     """
     manifest = Manifest.read(out_dir)

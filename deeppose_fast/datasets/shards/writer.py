@@ -81,7 +81,7 @@ class ShardWriter:
             key: running person index over the whole data set; strictly increasing within a writer.
             jpeg: the JPEG bytes of the person's region.
             pose: (K, 4) ``x, y, annotated, visible``, finite (0 where not annotated).
-            meta: (8,) see ``META_FIELDS`` (head box may be NaN).
+            meta: (10,) see ``META_FIELDS`` (head box may be NaN).
         """
         if self._closed:
             raise ShardError(f"ShardWriter for {self.out_dir}/{self.split} is already closed")
