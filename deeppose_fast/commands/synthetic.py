@@ -16,7 +16,7 @@ from deeppose_fast.datasets import synthetic
 @click.option("--format", "fmt", type=click.Choice(sorted(synthetic.WRITERS)), default="mpii", show_default=True,
               help="The official layout to write.")
 @click.option("--scale", type=click.Choice(sorted(synthetic.SCALES)), default="small", show_default=True,
-              help="Size: small, or mpii (the real data sets' sizes).")
+              help="Size: small, mpii (the real data sets' sizes) or real (MPII's size at MPII's frame sizes).")
 @click.option("--size", "num_images", type=click.IntRange(min=1), default=None,
               help="Number of images (overrides the scale).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Generator seed.")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from deeppose_fast import codec, datasets, skeleton
+from deeppose_fast import datasets, skeleton
 from deeppose_fast.datasets import DatasetError, DatasetWarning, jpeg, shards, synthetic
 from deeppose_fast.datasets import prepare as P
 

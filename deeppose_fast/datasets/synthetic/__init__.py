@@ -28,7 +28,7 @@ format): the ground truth it drew, for tests that compare parsers against it (se
 
 Modules: ``body`` (the posed 3D person), ``render`` (one scene drawn), ``formats`` (images and annotation
 files of the official formats, ``Truth``, ``generate``). Command line: ``deeppose-fast synthetic OUT
---format lsp|lspet|mpii --scale small|mpii`` (``prepare synthetic`` generates the MPII format itself).
+--format lsp|lspet|mpii --scale small|mpii|real`` (``prepare synthetic`` generates the MPII format itself).
 """
 from deeppose_fast.datasets.synthetic.formats import (LSP_FROM_MPII, MPII_MAT, SCALES, TRUTH_FILE, WRITERS,
                                                       Truth, generate, write_lsp, write_lspet, write_mpii)

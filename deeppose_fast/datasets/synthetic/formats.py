@@ -25,13 +25,17 @@ TRUTH_FILE = "synthetic_truth.npz"
 MPII_MAT = "mpii_human_pose_v1_u12_1.mat"
 
 # images per format at each scale: "small" is a few thousand people (CI, the CPU training preset);
-# "mpii" is MPII's size (about 20k annotated people) and LSP/LSPET's real sizes.
+# "mpii" is MPII's size (about 20k annotated people) and LSP/LSPET's real sizes; "real" is MPII's size
+# at MPII's frame sizes (people a few hundred pixels tall), for measuring the input at real scale.
 SCALES = {
     "small": {"lsp": 2000, "lspet": 3000, "mpii": 2400},
     "mpii": {"lsp": 2000, "lspet": 10000, "mpii": 15200},
+    "real": {"lsp": 2000, "lspet": 10000, "mpii": 15200},
 }
-# MPII image size per scale (W, H): 640 x 480 keeps a 20k-people set fast to write and to decode here.
-MPII_IMAGE_SIZE = {"small": (480, 360), "mpii": (640, 480)}
+# MPII frame sizes (W, H) per scale, drawn uniformly per image: 640 x 480 keeps a 20k-people set fast to
+# write and to decode here; "real" is mostly MPII's 1280 x 720, with some 854 x 480 and 1920 x 1080.
+MPII_IMAGE_SIZES = {"small": ((480, 360),), "mpii": ((640, 480),),
+                    "real": ((1280, 720),) * 6 + ((854, 480), (1920, 1080))}
 # LSP-like person-centric images (W, H), drawn at random per image
 LSP_IMAGE_SIZES = ((240, 320), (300, 400), (320, 240), (400, 300), (360, 360), (270, 360))
 
@@ -262,7 +266,7 @@ def _struct_array(records: list[dict], names: tuple[str, ...]) -> np.ndarray:
 
 
 def write_mpii(root: str | os.PathLike, num_images: int = 2400, seed: int = 0, *,
-               image_size: tuple[int, int] = (480, 360), people_per_image: tuple[float, ...] = (0.6, 0.25, 0.15),
+               image_size: tuple[int, int] | tuple[tuple[int, int], ...] = (480, 360), people_per_image: tuple[float, ...] = (0.6, 0.25, 0.15),
                train_fraction: float = 0.85, out_of_frame: float = 0.12, workers: int | None = None,
                progress: bool | None = None) -> Truth:
     """Write an MPII-format data set: ``images/NNNNNNNNN.jpg`` and ``mpii_human_pose_v1_u12_1.mat`` holding
@@ -274,7 +278,8 @@ def write_mpii(root: str | os.PathLike, num_images: int = 2400, seed: int = 0, *
     ``annopoints``. Coordinates are 1-based pixels (``x_file = x + 0.5``), the head box included.
 
     Args:
-        image_size: (W, H) of every image (MPII's are mostly 1280 x 720; smaller is faster here).
+        image_size: (W, H) of every image (MPII's are mostly 1280 x 720; smaller is faster here), or a
+            tuple of sizes, one drawn uniformly per image.
         people_per_image: probabilities of 1, 2, 3 ... people in an image.
         train_fraction: share of images with ``img_train = 1``.
         out_of_frame: probability that a person is partly out of the image.
@@ -288,7 +293,8 @@ def write_mpii(root: str | os.PathLike, num_images: int = 2400, seed: int = 0, *
     ids = file_rng.choice(10 ** 9 - 1, size=num_images, replace=False) + 1
     names = [f"{i:09d}.jpg" for i in ids]
     p = np.asarray(people_per_image, float)
-    spec = _Spec("mpii", seed, str(root / "images"), (tuple(image_size),), tuple(p / p.sum()),
+    sizes = (tuple(image_size),) if np.ndim(image_size[0]) == 0 else tuple(tuple(s) for s in image_size)
+    spec = _Spec("mpii", seed, str(root / "images"), sizes, tuple(p / p.sum()),
                  out_of_frame=out_of_frame, occluder=0.3)
     rendered = _render_all(spec, names, workers, progress)
     img_train = file_rng.random(num_images) < train_fraction
@@ -364,7 +370,8 @@ def generate(root: str | os.PathLike, fmt: str = "mpii", scale: str = "small", s
     """Write a synthetic data set of a size (``SCALES``) in one of the official formats.
 
     Args:
-        scale: ``small`` or ``mpii`` (the real data sets' sizes); ``num_images`` overrides the count.
+        scale: ``small``, ``mpii`` (the real data sets' sizes) or ``real`` (MPII's size at MPII's frame
+            sizes); ``num_images`` overrides the count.
         workers: processes rendering images (None: 2 for 400 images or more, else 1).
         progress: a bar of images written on stderr; None shows it only on a terminal.
     """
@@ -373,5 +380,5 @@ def generate(root: str | os.PathLike, fmt: str = "mpii", scale: str = "small", s
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; expected one of {sorted(SCALES)}")
     n = SCALES[scale][fmt] if num_images is None else num_images
-    kw = {"image_size": MPII_IMAGE_SIZE[scale]} if fmt == "mpii" else {}
+    kw = {"image_size": MPII_IMAGE_SIZES[scale]} if fmt == "mpii" else {}
     return WRITERS[fmt](root, n, seed, workers=workers, progress=progress, **kw)
