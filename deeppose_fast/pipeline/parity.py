@@ -25,9 +25,10 @@ What differs between the backends, and the check that compares it:
      NVIDIA/DALI#4662).
    - max |diff| <= ``JPEG_MAX_GREY`` = 8 (``jpeg_max_grey``): Huffman decoding and dequantisation are
      exact integer work, so the decoders differ only in (a) the inverse DCT: each within 1 of the exact
-     transform per Y, Cb, Cr sample (the IEEE 1180-1990 peak-error bound; libjpeg-turbo's default "islow"
-     IDCT, used since ``use_fast_idct=False``, is built to it; nvJPEG documents no accuracy: assumed), so
-     they differ by <= 2; (b) fancy upsampling, a convex combination (weights 3/4, 1/4 per axis) that
+     transform per Y, Cb, Cr sample, the IEEE 1180-1990 peak-error bound (assumed for both: libjpeg-turbo's
+     default IDCT, used since ``use_fast_idct=False``, is the IJG's "slow-but-accurate" jidctint.c, whose
+     predecessor jrevdct.c passed the IEEE 1180 test; nvJPEG documents no accuracy), so they differ by
+     <= 2; (b) fancy upsampling, a convex combination (weights 3/4, 1/4 per axis) that
      keeps that bound, plus 1 where the two round it differently; (c) YCbCr -> RGB (JFIF: R = Y + 1.402 Cr,
      G = Y - 0.344 Cb - 0.714 Cr, B = Y + 1.772 Cb), each rounding to an integer (<= 1 between them).
      Worst channel, B: 2 + 1.772 * 3 + 1 = 8.3, and differences of integers are integers: 8. Clamping to
