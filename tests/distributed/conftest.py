@@ -90,9 +90,15 @@ class HorovodJob:
         except subprocess.TimeoutExpired:
             self.kill()
             pytest.fail(f"the job did not end within {timeout} s:\n{self.text[-4000:]}")
-        self._reader.join(timeout=10)
-        self.proc.stdout.close()
+        self._close()
         return code
+
+    def _close(self):
+        """Read the output to its end and close the pipe (left open, it is an unraisable ResourceWarning,
+        an error under this suite's warning filter, when the garbage collector finds it)."""
+        self._reader.join(timeout=10)
+        if not self._reader.is_alive() and not self.proc.stdout.closed:
+            self.proc.stdout.close()
 
     def kill(self):
         """End the launcher and every process of this job (its ranks included)."""
@@ -107,6 +113,7 @@ class HorovodJob:
                     p.kill()
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
+        self._close()
 
 
 @pytest.fixture
@@ -122,3 +129,5 @@ def horovod_job():
     for job in jobs:
         if job.proc.poll() is None:
             job.kill()
+        else:
+            job._close()
