@@ -92,6 +92,7 @@ class TrainConfig:
     mixed_precision: str = "off"  # off | bf16 (bfloat16 compute, float32 weights and output)
     xla: bool = False
     num_threads: int = 2  # input pipeline threads per rank
+    decode_cache_gb: float = 8.0  # GPU: keep up to this much of the decoded regions in GPU memory; 0 = stream
     tf_threads: int = 0  # TF intra-op threads per rank; 0 = TensorFlow's default
     progress: bool = True
 
@@ -127,6 +128,7 @@ class TrainConfig:
         need(self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         need(self.data_segment_steps >= 1, "data_segment_steps must be >= 1")
         need(self.commit_every >= 1, f"commit_every must be >= 1, got {self.commit_every}")
+        need(self.decode_cache_gb >= 0, f"decode_cache_gb must be >= 0, got {self.decode_cache_gb}")
 
     @property
     def test_extension(self) -> float:

@@ -63,6 +63,7 @@ from deeppose_fast import weights as weights_lib
 from deeppose_fast.config import TrainConfig
 from deeppose_fast.datasets import precrop, shards
 from deeppose_fast.pipeline import dali
+from deeppose_fast.pipeline.contract import split_info
 from deeppose_fast.run_folder import Logger, RunFolderError, check_resume, check_run_folder, on_every_rank
 from deeppose_fast.train_state import (TrainState, build_state, configure_tensorflow, non_finite_check,
                                        weights_digest)
@@ -117,13 +118,17 @@ def data_iterator(factory: DatasetFactory, cfg: TrainConfig, step: int, rank: in
     return iterator
 
 
-def dali_dataset_factory(cfg: TrainConfig) -> DatasetFactory:
-    """The DALI training pipeline over ``cfg.data``: the network's input size, the config's crop recipe."""
+def dali_dataset_factory(cfg: TrainConfig, cache_mb: int = 0) -> DatasetFactory:
+    """The DALI training pipeline over ``cfg.data``: the network's input size, the config's crop recipe; on
+    a GPU with ``cache_mb``, DALI's decoder cache, held for the whole run (``dali.DecodeCache``)."""
+    holder: list[dali.DecodeCache] = []
 
     def make(seed: int, shard_id: int, num_shards: int):
+        if cache_mb and not holder:
+            holder.append(dali.DecodeCache(cache_mb))
         return dali.train_dataset(cfg.data, batch_size=cfg.batch_size, input_size=cfg.model.input_size,
                                   augment=cfg.augment, seed=seed, shard_id=shard_id, num_shards=num_shards,
-                                  num_threads=cfg.num_threads)
+                                  num_threads=cfg.num_threads, cache_mb=cache_mb)
 
     return make
 
@@ -249,6 +254,7 @@ def setup(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
                          "--max-np X --host-discovery-script SCRIPT deeppose-fast train --elastic ...")
     out = Path(cfg.out)
     real_data = dataset_factory is None
+    cache_note = None
     if real_data:
         manifest = shards.Manifest.read(cfg.data)
         precrop.require_covers(cfg.data, cfg.augment, cfg.model.input_size, manifest=manifest)
@@ -256,7 +262,8 @@ def setup(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
                                manifest=manifest)
         num_joints = int(manifest.num_joints)
         skeleton = manifest.skeleton or skeleton
-        dataset_factory = dali_dataset_factory(cfg)
+        cache_mb, cache_note = dali.decode_cache_plan(split_info(cfg.data, "train"), cfg.decode_cache_gb)
+        dataset_factory = dali_dataset_factory(cfg, cache_mb)
     if num_joints is None:
         raise ValueError("num_joints is required with a custom dataset_factory")
     resumed = None
@@ -276,6 +283,8 @@ def setup(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
         on_every_rank(lambda: check_run_folder(out, resume))
 
     log = Logger(out, dist.is_root() and folder_error is None)
+    if cache_note:
+        log.print(cache_note)
     if real_data and evaluate_fn is None and cfg.eval_every > 0:
         evaluate_fn = default_evaluator(cfg, log)
     state = build_state(cfg, num_joints, dist.size())

@@ -119,13 +119,16 @@ void ComputeCropGeometry(const float *pose, int K, int64_t H, int64_t W, const f
   const int64_t ry1 = std::max<int64_t>(std::min<int64_t>(std::ceil(fy1) + kRegionMargin, H), ry0 + 1);
 
   // the matrix from the JPEG region's pixels: M_source diag(1 / s_x, 1 / s_y), then the region offset
+  // (none when the whole JPEG is decoded and warped)
   const double j00 = m00 / s_x, j01 = m01 / s_y, j10 = m10 / s_x, j11 = m11 / s_y;
+  const double ox = params.region_relative ? static_cast<double>(rx0) : 0.0;
+  const double oy = params.region_relative ? static_cast<double>(ry0) : 0.0;
   out.matrix[0] = static_cast<float>(j00);
   out.matrix[1] = static_cast<float>(j01);
-  out.matrix[2] = static_cast<float>(j00 * rx0 + j01 * ry0 + m02);
+  out.matrix[2] = static_cast<float>(j00 * ox + j01 * oy + m02);
   out.matrix[3] = static_cast<float>(j10);
   out.matrix[4] = static_cast<float>(j11);
-  out.matrix[5] = static_cast<float>(j10 * rx0 + j11 * ry0 + m12);
+  out.matrix[5] = static_cast<float>(j10 * ox + j11 * oy + m12);
   out.anchor[0] = static_cast<float>(rx0);
   out.anchor[1] = static_cast<float>(ry0);
   out.shape[0] = static_cast<float>(rx1 - rx0);
@@ -156,6 +159,7 @@ PoseCrop<::dali::CPUBackend>::PoseCrop(const ::dali::OpSpec &spec)
   params_.size = spec.GetArgument<int>("size");
   params_.shift = spec.GetArgument<float>("shift");
   params_.flip_perm = spec.GetRepeatedArgument<int>("flip_perm");
+  params_.region_relative = spec.GetArgument<bool>("region_relative");
   DALI_ENFORCE(params_.size >= 1, ::dali::make_string("PoseCrop: size must be >= 1, got ", params_.size));
   DALI_ENFORCE(params_.shift >= 0.0, ::dali::make_string("PoseCrop: shift must be >= 0, got ", params_.shift));
   const int n = static_cast<int>(params_.flip_perm.size());
@@ -276,4 +280,8 @@ crop_box (4,) x0 y0 w h (source frame); all float32.)")
     .AddArg("size", "Output side S in pixels.", DALI_INT32)
     .AddOptionalArg("shift", "Largest shift of the crop centre, as a fraction of the crop size.", 0.1f)
     .AddOptionalArg("flip_perm", "Joint permutation applied to flipped samples (flipped = joints[perm]).",
-                    std::vector<int>{});
+                    std::vector<int>{})
+    .AddOptionalArg("region_relative",
+                    "The matrix takes pixels of the region to decode (True) or of the whole JPEG (False: "
+                    "for warping a JPEG decoded whole).",
+                    true);

@@ -3,7 +3,8 @@
 // Per sample, from the joints (K, 4) `x, y, annotated, visible` (JPEG frame, continuous pixels), the
 // JPEG's shape (H, W[, C]) and seven random draws (ext_x, ext_y, shift_x, shift_y, flip, angle, scale),
 // it computes in one step:
-//   matrix   (2, 3) src->dst affine matrix for warp_affine(inverse_map=False), src relative to `anchor`;
+//   matrix   (2, 3) src->dst affine matrix for warp_affine(inverse_map=False), src relative to `anchor`
+//            (or to the JPEG's corner with region_relative=False, to warp the whole decoded JPEG);
 //   anchor   (2,)   x, y of the region to decode (integral values);
 //   shape    (2,)   w, h of the region to decode (integral values);
 //   targets  (K, 2) p_dst / S - 0.5 clipped to [-0.5, 0.5] (0 where the weight is 0), left/right
@@ -36,6 +37,7 @@ struct CropParams {
   int size = 227;               // S
   double shift = 0.1;           // largest shift, fraction of the crop size
   std::vector<int> flip_perm;   // flipped = joints[flip_perm]; empty = identity
+  bool region_relative = true;  // matrix from the region's pixels (else from the whole JPEG's)
 };
 
 struct CropOutputs {

@@ -2,11 +2,21 @@
 
 One graph, two backends. Per sample: read ``KEY.jpg``, ``KEY.pose.npy``, ``KEY.meta.npy`` from the tar
 shards, peek the JPEG's shape, compute the crop geometry with the native ``PoseCrop`` operator
-(csrc/pose_crop, rule in ``deeppose_fast/codec.py``), decode only the region it asks for
-(``decoders.image_slice``; ``device="mixed"`` on a GPU host), warp it to S x S with the operator's
-src->dst matrix (``warp_affine``, bilinear, border pixels repeated) and normalise each image per channel
+(csrc/pose_crop, rule in ``deeppose_fast/codec.py``; in the source frame of a region stored at reduced
+resolution, whose scale the record's meta carries), decode, warp to S x S with the operator's src->dst
+matrix (``warp_affine``, bilinear, border pixels repeated) and normalise each image per channel
 (``contract.standardize``: ``fn.normalize`` with ``contract.NORM_EPSILON``). The geometry stays on the
-CPU either way: it is a few hundred flops. The graphs are ``@pipeline_def`` functions (``train_graph``,
+CPU either way: it is a few hundred flops.
+
+Decoding (``decode``): ``"region"`` decodes only the region the geometry asks for
+(``decoders.image_slice``), ``"whole"`` decodes the stored region whole (``decoders.image``) and the warp
+cuts the crop. The GPU path always decodes whole, with ``jpeg_fancy_upsampling`` (the CPU decoder's
+chroma upsampling): nvImageCodec 0.9.0, which DALI 2.4 requires, fails on GPU JPEG region decoding of
+ordinary in-bounds regions (NVIDIA/nvImageCodec#55), and the stored regions are small. There the
+decoded regions can stay in GPU memory for the run (``cache_mb``: DALI's decoder cache, keyed by each
+record's tar offset; ``DecodeCache`` keeps it alive across pipelines): each region is then decoded once
+and cropped and augmented from GPU memory every epoch. The CPU path's default is ``CPU_DECODE``, chosen
+by measurement (README, "Input at real scale"). The graphs are ``@pipeline_def`` functions (``train_graph``,
 ``eval_graph``); what both loaders share (splits, errors, labels, normalisation, devices) is in
 ``contract``.
 
@@ -37,6 +47,8 @@ from deeppose_fast.pipeline.failures import reading_error
 from deeppose_fast.specs import AugmentSpec
 
 READER = "Reader"
+DECODES = ("region", "whole")
+CPU_DECODE = "region"  # measured on the realistic preset: README "Input at real scale"
 LAYOUTS = ("NHWC", "NCHW")
 DTYPES = ("float32", "float16")
 TRAIN_OUTPUTS = ("images", "targets", "weights", "crop_box", "pose", "meta", "draws")
@@ -74,17 +86,90 @@ def _train_draws(augment: AugmentSpec):
                   _uniform(1 - augment.scale_jitter, 1 + augment.scale_jitter, 1))
 
 
+def _decoder_args(device: str, cache_mb: int) -> dict:
+    """The JPEG decoder's arguments: on the GPU the CPU decoder's chroma upsampling and, with
+    ``cache_mb``, DALI's decoder cache (every image cached until it is full)."""
+    if device != "gpu":
+        return {"device": "cpu", "output_type": types.RGB}
+    args = {"device": "mixed", "output_type": types.RGB, "jpeg_fancy_upsampling": True}
+    if cache_mb > 0:
+        args.update(cache_size=int(cache_mb), cache_type="threshold", cache_threshold=0)
+    return args
+
+
+def resolve_decode(decode: str, device: str) -> str:
+    """``"auto"`` -> ``"whole"`` on the GPU (nvImageCodec#55: GPU region decoding fails), ``CPU_DECODE``
+    on the CPU; ``"region"`` on the GPU is refused for the same reason."""
+    if decode == "auto":
+        return "whole" if device == "gpu" else CPU_DECODE
+    if decode not in DECODES:
+        raise ValueError(f"decode must be 'auto', 'region' or 'whole', got {decode!r}")
+    if decode == "region" and device == "gpu":
+        raise ValueError("decode='region' on the GPU hits nvImageCodec 0.9's region-decoding failure "
+                         "(NVIDIA/nvImageCodec#55); use decode='whole' (the default there)")
+    return decode
+
+
+def decode_cache_plan(info: SplitInfo, budget_gb: float, device: str = "auto") -> tuple[int, str | None]:
+    """``(cache_mb, note)``: the GPU decoder cache for the split ``info`` under a budget of ``budget_gb``
+    (the split's decoded size comes from the manifest, ``decoded_bytes``), and a line for the log saying
+    whether every region is decoded once. ``(0, None)`` on the CPU or with a budget of 0."""
+    if budget_gb <= 0 or resolve_device(device) != "gpu":
+        return 0, None
+    entry = info.manifest.splits.get(info.split, {}) if info.manifest is not None else {}
+    decoded = entry.get("decoded_bytes") if isinstance(entry, dict) else None
+    if not decoded:
+        return 0, (f"decode cache: off: {info.shard_dir / shards.MANIFEST} does not record the decoded size "
+                   f"of split {info.split!r}; {info.rebuild_hint}")
+    cache_mb, fits = cache_size(decoded, budget_gb)
+    size = f"the {info.split} split's regions take {decoded / 2 ** 30:.2f} GB decoded"
+    if fits:
+        return cache_mb, f"decode cache: {size}; all kept on the GPU ({cache_mb} MB): each is decoded once"
+    return cache_mb, (f"decode cache: {size}, more than --decode-cache-gb {budget_gb:g}: {cache_mb} MB of them "
+                      f"stay on the GPU, the rest are decoded every epoch")
+
+
+def cache_size(decoded_bytes: int, budget_gb: float) -> tuple[int, bool]:
+    """``(cache MB, whether every decoded region fits)``: the decoded size plus 5 % and 16 MB for the
+    cache's own bookkeeping, or the whole budget when that is more than the budget."""
+    need_mb = math.ceil(decoded_bytes * 1.05 / 2 ** 20) + 16
+    budget_mb = int(budget_gb * 1024)
+    return (need_mb, True) if need_mb <= budget_mb else (budget_mb, False)
+
+
+class DecodeCache:
+    """Keeps DALI's GPU decoder cache of ``cache_mb`` alive for a run. DALI holds a decoder cache only
+    while a decoder uses it (one per device, weakly referenced), and training builds a new pipeline per
+    data segment: a one-operator pipeline with the same cache settings, built and never run, holds it."""
+
+    def __init__(self, cache_mb: int, device_id: int | None = None):
+        @pipeline_def(batch_size=1, num_threads=1, device_id=0 if device_id is None else device_id)
+        def holder():
+            return fn.decoders.image(fn.external_source(name="jpegs"), **_decoder_args("gpu", cache_mb))
+
+        self.cache_mb = cache_mb
+        self._pipe = holder()
+        self._pipe.build()
+
+    def close(self) -> None:
+        self._pipe = None
+
+
 def _crop(jpegs, pose, meta, draws, *, info: SplitInfo, size: int, shift: float, device: str, layout: str,
-          dtype: str, normalize: bool, swap_labels: bool):
-    """The shared graph: geometry, region decode, warp, normalisation. Returns the images and the
-    operator's other outputs (targets, weights, crop_box)."""
+          dtype: str, normalize: bool, swap_labels: bool, decode: str = CPU_DECODE, cache_mb: int = 0):
+    """The shared graph: geometry, decode (``decode``: the region or the whole JPEG), warp, normalisation.
+    Returns the images and the operator's other outputs (targets, weights, crop_box)."""
     shape = fn.peek_image_shape(jpegs)
     scale = meta[shards.META_SCALE.start:shards.META_SCALE.stop]  # of a region stored at reduced resolution
+    whole = decode == "whole"
     matrix, anchor, region, targets, weights, crop_box = fn.pose_crop(
-        pose, shape, draws, scale, size=size, shift=shift, flip_perm=list(info.flip_perm) if swap_labels else [])
-    images = fn.decoders.image_slice(jpegs, anchor, region, device="mixed" if device == "gpu" else "cpu",
-                                     normalized_anchor=False, normalized_shape=False,
-                                     output_type=types.RGB)
+        pose, shape, draws, scale, size=size, shift=shift, flip_perm=list(info.flip_perm) if swap_labels else [],
+        region_relative=not whole)
+    if whole:
+        images = fn.decoders.image(jpegs, **_decoder_args(device, cache_mb))
+    else:
+        images = fn.decoders.image_slice(jpegs, anchor, region, normalized_anchor=False, normalized_shape=False,
+                                         **_decoder_args(device, 0))
     # float output: 2x faster than uint8 on CPU (STACK.md) and what normalisation wants anyway
     images = fn.warp_affine(images, matrix=matrix, size=[size, size], inverse_map=False,
                             dtype=types.FLOAT, interp_type=types.INTERP_LINEAR)
@@ -110,7 +195,7 @@ def _reader(info: SplitInfo, use_mmap: bool = False, **kwargs):
 @pipeline_def
 def train_graph(info: SplitInfo, augment: AugmentSpec, *, size: int, device: str, layout: str, dtype: str,
                 shuffle_seed: int, shard_id: int, num_shards: int, shuffle_buffer: int, use_mmap: bool,
-                normalize: bool, swap_labels: bool, extras: bool):
+                normalize: bool, swap_labels: bool, extras: bool, decode: str, cache_mb: int):
     """The training graph of split ``info`` (pipeline arguments such as ``batch_size`` as DALI's). Outputs
     ``images, targets, weights`` and, with ``extras``, ``crop_box, pose, meta, draws`` (``TRAIN_OUTPUTS``).
     See ``build_train_pipeline``."""
@@ -120,13 +205,13 @@ def train_graph(info: SplitInfo, augment: AugmentSpec, *, size: int, device: str
     draws = _train_draws(augment)
     images, targets, weights, crop_box = _crop(
         jpegs, pose, meta, draws, info=info, size=size, shift=augment.shift, device=device, layout=layout,
-        dtype=dtype, normalize=normalize, swap_labels=swap_labels)
+        dtype=dtype, normalize=normalize, swap_labels=swap_labels, decode=decode, cache_mb=cache_mb)
     return (images, targets, weights) + ((crop_box, pose, meta, draws) if extras else ())
 
 
 @pipeline_def
 def eval_graph(info: SplitInfo, *, extension: float, size: int, device: str, layout: str, dtype: str,
-               shard_id: int, num_shards: int, normalize: bool):
+               shard_id: int, num_shards: int, normalize: bool, decode: str):
     """The evaluation graph: this rank's records in shard order, the last batch padded by the reader.
     Outputs ``images, targets, weights, crop_box, pose, meta``."""
     jpegs, pose, meta = _reader(info, random_shuffle=False, shard_id=shard_id, num_shards=num_shards,
@@ -134,7 +219,7 @@ def eval_graph(info: SplitInfo, *, extension: float, size: int, device: str, lay
     draws = fn.constant(fdata=[float(v) for v in codec.eval_draws(extension)], shape=[codec.NUM_DRAWS])
     images, targets, weights, crop_box = _crop(
         jpegs, pose, meta, draws, info=info, size=size, shift=0.0, device=device, layout=layout, dtype=dtype,
-        normalize=normalize, swap_labels=True)
+        normalize=normalize, swap_labels=True, decode=decode)
     return images, targets, weights, crop_box, pose, meta
 
 
@@ -148,7 +233,7 @@ def build_train_pipeline(data, *, batch_size: int, augment: AugmentSpec = Augmen
                          layout: str = "NHWC", dtype: str = "float32", num_threads: int = 2,
                          split: str | None = None, device_id: int | None = None, normalize: bool = True,
                          swap_labels: bool = True, shuffle_buffer: int = 1024, use_mmap: bool = False,
-                         extras: bool = False):
+                         extras: bool = False, decode: str = "auto", cache_mb: int = 0):
     """The training pipeline (a DALI ``Pipeline``, not built) of a prepared folder's ``split`` (default
     ``train``) or of a ``SplitInfo`` already read (``data``).
 
@@ -162,16 +247,19 @@ def build_train_pipeline(data, *, batch_size: int, augment: AugmentSpec = Augmen
     rank so ranks stay disjoint) and samples are shuffled in a buffer of ``shuffle_buffer`` records.
     ``use_mmap`` maps the tar files instead of reading them (see ``_reader``: RSS then grows with the
     data set). ``normalize=False`` keeps raw 0-255 pixels and ``swap_labels=False`` flips without the
-    left/right swap: both for inspection and tests only.
+    left/right swap: both for inspection and tests only. ``decode`` (``auto``, ``region``, ``whole``) and
+    ``cache_mb`` (the GPU decoder cache, MB; 0 = none): see the module docstring.
     """
     info = as_split(data, split, "train")
     _check_args(batch_size, input_size, layout, dtype, shard_id, num_shards)
     device = resolve_device(device)
+    decode = resolve_decode(decode, device)
     native.load()
     return train_graph(info, augment, size=input_size, device=device, layout=layout, dtype=dtype,
                        shuffle_seed=int(seed), shard_id=shard_id, num_shards=num_shards,
                        shuffle_buffer=shuffle_buffer, use_mmap=use_mmap, normalize=normalize,
-                       swap_labels=swap_labels, extras=extras,
+                       swap_labels=swap_labels, extras=extras, decode=decode,
+                       cache_mb=cache_mb if device == "gpu" and decode == "whole" else 0,
                        batch_size=batch_size, num_threads=num_threads, device_id=_device_id(device, device_id),
                        seed=int(seed) * 7919 + shard_id, prefetch_queue_depth=2)
 
@@ -281,7 +369,7 @@ def _reporting_dataset_class():
 def eval_batches(data, *, split: str | None = None, batch_size: int, input_size: int = 227,
                  extension: float = AugmentSpec().test_extension, shard_id: int = 0, num_shards: int = 1, device: str = "auto",
                  layout: str = "NHWC", dtype: str = "float32", num_threads: int = 2,
-                 device_id: int | None = None, normalize: bool = True) -> Iterator[dict]:
+                 device_id: int | None = None, normalize: bool = True, decode: str = "auto") -> Iterator[dict]:
     """One pass over a split (this rank's part of it), every person exactly once, in shard order: a prepared
     folder's ``split`` (default ``test``) or a ``SplitInfo`` already read (``data``; a sweep over test
     extensions then reads the manifest once).
@@ -299,13 +387,14 @@ def eval_batches(data, *, split: str | None = None, batch_size: int, input_size:
         raise ValueError(f"extension must be positive, got {extension}")
     info = as_split(data, split, "test")
     device = resolve_device(device)
+    decode = resolve_decode(decode, device)
     native.load()
     start, end = shard_range(info.count, shard_id, num_shards)
     size = end - start
     if size == 0:
         return
     pipe = eval_graph(info, extension=extension, size=input_size, device=device, layout=layout, dtype=dtype,
-                      shard_id=shard_id, num_shards=num_shards, normalize=normalize,
+                      shard_id=shard_id, num_shards=num_shards, normalize=normalize, decode=decode,
                       batch_size=batch_size, num_threads=num_threads, device_id=_device_id(device, device_id),
                       seed=0, prefetch_queue_depth=1)
     _build(pipe, info)

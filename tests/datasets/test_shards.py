@@ -66,6 +66,11 @@ def assert_same(records, read):
         np.testing.assert_array_equal(r.meta, meta)  # NaN == NaN for assert_array_equal
 
 
+def decoded_size(records) -> int:
+    """Bytes of the records' JPEGs decoded to RGB (decoded here, by OpenCV)."""
+    return sum(cv2.imdecode(np.frombuffer(r[1], np.uint8), cv2.IMREAD_COLOR).nbytes for r in records)
+
+
 def test_round_trip_and_layout(tmp_path):
     train, test = prepared(tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir())
@@ -74,7 +79,8 @@ def test_round_trip_and_layout(tmp_path):
                      "train-00002.idx", "train-00002.tar"]
     manifest = shards.read_manifest(tmp_path)
     assert manifest["splits"]["train"] == {"count": 7, "shards": ["train-00000.tar", "train-00001.tar",
-                                                                  "train-00002.tar"]}
+                                                                  "train-00002.tar"],
+                                           "decoded_bytes": decoded_size(train)}
     assert manifest["format_version"] == shards.FORMAT_VERSION
     assert_same(train, list(shards.iter_records(tmp_path, "train")))
     assert_same(test, list(shards.iter_records(tmp_path, "test")))
@@ -88,7 +94,8 @@ def test_writer_reports_shards(tmp_path):
     w = write_split(tmp_path, "train", make_records(5), per_shard=2)
     assert w.shards == [("train-00000.tar", 2), ("train-00001.tar", 2), ("train-00002.tar", 1)]
     assert w.close() == w.shards  # idempotent
-    assert w.summary() == {"count": 5, "shards": ["train-00000.tar", "train-00001.tar", "train-00002.tar"]}
+    assert w.summary() == {"count": 5, "shards": ["train-00000.tar", "train-00001.tar", "train-00002.tar"],
+                           "decoded_bytes": decoded_size(make_records(5))}
     # no temporary file left behind
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 

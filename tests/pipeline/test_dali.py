@@ -259,3 +259,40 @@ def test_corrupt_jpeg_in_the_tf_dataset_raises_instead_of_hanging(dot_dir, tmp_p
     with pytest.raises(tf.errors.OpError, match="peek_image_shape"):
         for _ in ds.take(N_TRAIN // 16 + 1):
             pass
+
+
+@pytest.mark.parametrize("scale_range", [None, (0.4, 1.0)], ids=["full-resolution", "scaled"])
+def test_whole_decode_gives_the_crops_of_region_decode(tmp_path, scale_range):
+    """``decode="whole"`` (the GPU path's choice, here on CPU operators) decodes the stored region whole and
+    warps it with the whole-JPEG matrix: the same crops as decoding only the crop's region (libjpeg-turbo
+    decodes a region with the same IDCT; pixels at the region's edge may differ by the chroma
+    upsampling's neighbours), the same targets, weights and boxes bit for bit."""
+    data = dots.make_dot_dataset(tmp_path / "dots", num_train=12, records_per_shard=6, seed=4,
+                                 scale_range=scale_range)
+    kwargs = dict(batch_size=12, input_size=96, device="cpu", augment=AugmentSpec(rotation=20.0, scale_jitter=0.1),
+                  shuffle_buffer=1, normalize=False)
+    region = next(dali.train_batches(data, decode="region", **kwargs))
+    whole = next(dali.train_batches(data, decode="whole", **kwargs))
+    for key in ("targets", "weights", "crop_box", "meta", "draws"):
+        np.testing.assert_array_equal(whole[key], region[key], err_msg=key)
+    diff = np.abs(whole["images"] - region["images"])
+    assert diff.mean() < 0.5 and np.percentile(diff, 99) < 4.0, (diff.mean(), np.percentile(diff, 99))
+    r = dots.check_dots(whole["images"], whole["targets"], whole["weights"], whole["draws"][:, 4] > 0.5, PERM)
+    assert r["label_accuracy"] == 1.0 and r["mean_error_px"] < 0.5, r
+
+
+def test_decode_choice():
+    assert dali.resolve_decode("auto", "cpu") == dali.CPU_DECODE
+    assert dali.resolve_decode("auto", "gpu") == "whole"
+    with pytest.raises(ValueError, match="nvImageCodec#55"):
+        dali.resolve_decode("region", "gpu")
+    with pytest.raises(ValueError, match="decode must be"):
+        dali.resolve_decode("slice", "cpu")
+
+
+def test_decode_cache_size(dot_dir):
+    """1 GiB decoded needs 1075.2 -> 1076 MB + 16 of bookkeeping; under a 0.5 GB budget the cache takes the
+    budget and says that not everything fits; on a CPU host there is no cache."""
+    assert dali.cache_size(2 ** 30, 8.0) == (1092, True)
+    assert dali.cache_size(2 ** 30, 0.5) == (512, False)
+    assert dali.decode_cache_plan(split_info(dot_dir, "train"), 8.0, device="cpu") == (0, None)

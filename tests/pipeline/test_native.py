@@ -15,7 +15,7 @@ from deeppose_fast.specs import AugmentSpec
 S = 227
 
 
-def _run_operator(samples, size=S, flip_perm=(), shift=0.1, scales=None):
+def _run_operator(samples, size=S, flip_perm=(), shift=0.1, scales=None, region_relative=True):
     """Run fn.pose_crop on a list of (pose (K,4), shape (3,), draws (7,)), with the optional scale input
     (one (2,) per sample); returns per-output lists."""
     from nvidia.dali import fn, pipeline_def
@@ -30,7 +30,8 @@ def _run_operator(samples, size=S, flip_perm=(), shift=0.1, scales=None):
         draws = fn.external_source(lambda: [s[2] for s in samples], batch=True)
         extra = () if scales is None else (
             fn.external_source(lambda: [np.asarray(c, np.float32) for c in scales], batch=True),)
-        return tuple(fn.pose_crop(pose, shape, draws, *extra, size=size, shift=shift, flip_perm=list(flip_perm)))
+        return tuple(fn.pose_crop(pose, shape, draws, *extra, size=size, shift=shift, flip_perm=list(flip_perm),
+                                  region_relative=region_relative))
 
     p = pipe()
     p.build()
@@ -129,3 +130,25 @@ def test_library_without_a_source_hash_is_rejected(tmp_path):
     fake.write_bytes(b"\x7fELF not a real library")
     with pytest.raises(native.NativeBuildError, match="carries no PoseCrop source hash"):
         native.check_build(fake)
+
+
+def test_whole_image_matrix_is_the_full_frame_matrix():
+    """``region_relative=False`` (for a JPEG decoded whole): the matrix takes the JPEG's own pixels, i.e.
+    the reference's region matrix with the region offset undone (``codec.full_frame_matrix``), scaled
+    regions included; the other outputs are unchanged."""
+    rng = np.random.default_rng(5)
+    perm = LSP.flip_permutation
+    samples = _random_samples(rng, 60, LSP.num_joints)
+    scales = [np.float32(rng.uniform(0.3, 1.0, 2)) for _ in samples]
+    region = _run_operator(samples, flip_perm=perm, scales=scales)
+    whole = _run_operator(samples, flip_perm=perm, scales=scales, region_relative=False)
+    for i, (pose, hw, d) in enumerate(samples):
+        g = codec.crop_geometry(pose, hw, d, size=S, flip_perm=perm, scale=scales[i])
+        corners = np.array([[0, 0], [hw[1], 0], [0, hw[0]], [hw[1], hw[0]]], np.float64)
+        want = codec.full_frame_matrix(g)
+        # float32 entries: each mapped coordinate carries a few ulps of |m00| W + |m01| H + |m02|
+        bound = 1e-3 + 4 * np.finfo(np.float32).eps * (np.abs(want[:, :2]) @ [hw[1], hw[0]] + np.abs(want[:, 2]))
+        diff = np.abs(codec.apply_matrix(whole[0][i], corners) - codec.apply_matrix(want, corners))
+        assert (diff <= bound).all(), (i, diff, bound)
+        for out in range(1, 6):
+            np.testing.assert_array_equal(whole[out][i], region[out][i])

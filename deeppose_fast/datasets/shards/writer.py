@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deeppose_fast.datasets.jpeg import jpeg_size
+
 from deeppose_fast.datasets.shards.format import (DEFAULT_RECORDS_PER_SHARD, MANIFEST, META_FIELDS, ShardError,
                                                   index_path, make_index, shard_name)
 
@@ -53,6 +55,7 @@ class ShardWriter:
         self.records_per_shard = int(records_per_shard)
         self.shards: list[tuple[str, int]] = []
         self.count = 0
+        self.decoded_bytes = 0  # the split's regions decoded (H x W x 3 uint8): what a decode cache holds
         self._tar: tarfile.TarFile | None = None
         self._tmp: Path | None = None
         self._in_shard = 0
@@ -106,6 +109,10 @@ class ShardWriter:
         if meta.shape != (len(META_FIELDS),):
             raise ValueError(f"record {key}: meta must have shape ({len(META_FIELDS)},), got {meta.shape}")
 
+        try:
+            width, height = jpeg_size(bytes(jpeg[:65536]))  # the frame header comes first
+        except ValueError:  # a damaged JPEG (prepare checks every image; tests write some on purpose)
+            width = height = 0  # counts nothing; readers report the record when they decode it
         if self._tar is None:
             self._open_shard()
         name = f"{key:08d}"
@@ -115,6 +122,7 @@ class ShardWriter:
         self._last_key = key
         self._in_shard += 1
         self.count += 1
+        self.decoded_bytes += 3 * width * height
         if self._in_shard == self.records_per_shard:
             self._finish_shard()
 
@@ -127,8 +135,9 @@ class ShardWriter:
         return list(self.shards)
 
     def summary(self) -> dict:
-        """The manifest entry of this split: ``{"count": N, "shards": [names]}``."""
-        return {"count": self.count, "shards": [name for name, _ in self.shards]}
+        """The manifest entry of this split: ``{"count": N, "shards": [names], "decoded_bytes": B}`` (B:
+        the split's JPEGs decoded to RGB, the memory a decode-once cache needs)."""
+        return {"count": self.count, "shards": [name for name, _ in self.shards], "decoded_bytes": self.decoded_bytes}
 
     def abort(self) -> None:
         """Remove the temporary shard and every shard this writer completed."""
@@ -146,6 +155,7 @@ class ShardWriter:
             index_path(self.out_dir / name).unlink(missing_ok=True)
         self.shards = []
         self.count = 0
+        self.decoded_bytes = 0
         self._closed = True
 
     # internals -------------------------------------------------------------------------------
