@@ -1,9 +1,12 @@
 """Stage 1, the input pipeline: training crops per second and peak RSS of each loader, side by side.
 
 Loaders (each measured in its own process, so its peak RSS is its own):
-- ``dali-cpu`` / ``dali-gpu``: ``pipeline.dali.build_train_pipeline`` on CPU operators or on the GPU
-  (``decoders.image_slice`` on ``device="mixed"``, GPU warp); batches are handed out as NumPy arrays
-  (GPU images copied to the host) like the other loaders;
+- ``dali-cpu`` / ``dali-gpu``: ``pipeline.dali.build_train_pipeline`` on CPU operators (each loader's
+  default decode: ``dali.CPU_DECODE``) or on the GPU (each stored region decoded whole by the mixed
+  decoder, GPU warp); batches are handed out as NumPy arrays (GPU images copied to the host) like the
+  other loaders; ``dali-cpu-region`` / ``dali-cpu-whole``: the CPU pipeline decoding only the crop's
+  region (``decoders.image_slice``) or the stored region whole (``decoders.image``), the measurement
+  that chose ``dali.CPU_DECODE``;
 - ``reference``: ``pipeline.reference.train_batches``, the OpenCV + NumPy loader (whole-JPEG decode);
 - ``ram-cache``: the reference implementation's strategy: decode every JPEG of the split once into RAM,
   then per batch crop, warp and normalise with ``codec`` and the reference loader's functions. Its set-up
@@ -29,7 +32,7 @@ from deeppose_fast.pipeline import reference
 from deeppose_fast.pipeline.contract import PipelineError, gpu_available, split_info
 from deeppose_fast.specs import AugmentSpec
 
-LOADERS = ("dali-cpu", "dali-gpu", "reference", "ram-cache")
+LOADERS = ("dali-cpu", "dali-gpu", "dali-cpu-region", "dali-cpu-whole", "reference", "ram-cache")
 
 
 def default_loaders() -> list[str]:
@@ -98,11 +101,13 @@ def _make_step(loader: str, p: dict):
         else:
             it, extra = reference.train_batches(p["data"], **common), {}
         return (lambda: next(it)["images"].shape[0]), extra
-    if loader not in ("dali-cpu", "dali-gpu"):
+    if loader not in LOADERS:
         raise ValueError(f"unknown loader {loader!r}; expected one of {LOADERS}")
     from deeppose_fast.pipeline import dali  # late: loads DALI, which the other loaders' processes must not
 
-    pipe = dali.build_train_pipeline(p["data"], device="gpu" if loader == "dali-gpu" else "cpu", **common)
+    decode = loader.rsplit("-", 1)[1] if loader.startswith("dali-cpu-") else "auto"
+    pipe = dali.build_train_pipeline(p["data"], device="gpu" if loader == "dali-gpu" else "cpu", decode=decode,
+                                     **common)
     pipe.build()
 
     def step():

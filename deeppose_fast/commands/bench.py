@@ -80,7 +80,7 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--batches", type=click.IntRange(min=1), default=None,
               help="Pipeline batches per repeat; training stages run a third of it, at least 2 [quick 3, else 20].")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Input pipeline threads.")
-@click.option("--loaders", callback=_csv(str, ("dali-cpu", "dali-gpu", "reference", "ram-cache")), default=None,
+@click.option("--loaders", callback=_csv(str, ("dali-cpu", "dali-gpu", "dali-cpu-region", "dali-cpu-whole", "reference", "ram-cache")), default=None,
               help="Pipeline loaders [default: dali-cpu, reference, ram-cache, and dali-gpu on a GPU].")
 @click.option("--variants", callback=_csv(str, ("fp32", "bf16", "xla", "bf16+xla")), default=None,
               help="Training-step variants [default: fp32 on CPU, all on a GPU].")
