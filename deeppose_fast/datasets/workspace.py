@@ -166,6 +166,10 @@ class Workspace:
                 if not self.replace:
                     raise DatasetError(f"{path}: not a manifest this version can read ({e}); pass --replace to "
                                        f"replace what is there, or choose another --out") from None
+            version = self.old.get("format_version")
+            if version != shards.FORMAT_VERSION and not self.replace:
+                raise DatasetError(f"{self.out}: holds a data set in shard format {version} (this version writes "
+                                   f"{shards.FORMAT_VERSION}); pass --replace to rebuild it in the current format")
             old = {**self.old, "synthetic": shards.scale_named(self.old.get("synthetic"))}
             differences = _differences(old, settings)
             if differences and not self.replace:

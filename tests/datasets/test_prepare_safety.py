@@ -6,6 +6,7 @@ file and an interrupt leave nothing of the run behind; an unwritable output fold
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -112,6 +113,24 @@ def test_another_data_set_is_refused_unless_replace(tmp_path, synthetic_mpii_dir
     new = prep("lsp", out, source=[synthetic_lsp_dir], replace=True)
     assert set(snapshot(out)) == shard_files(new) | {shards.MANIFEST, "notes.txt"}
     assert shards.read_manifest(out)["name"] == "lsp"
+
+
+def test_a_data_set_of_an_older_shard_format_is_rebuilt_only_with_replace(tmp_path, synthetic_mpii_dir):
+    """A folder prepared by a version writing shard format 1 (no stored scale): readers refuse it with the
+    command that rebuilds it, prepare leaves it alone without --replace and rebuilds it with it."""
+    out = tmp_path / "out"
+    prep("synthetic", out, source=[synthetic_mpii_dir])
+    manifest = shards.read_manifest(out)
+    (out / shards.MANIFEST).write_text(json.dumps({**manifest, "format_version": 1}))
+    before = snapshot(out)
+    with pytest.raises(shards.ShardError, match=rf"shard format 1, .*`deeppose-fast prepare synthetic --out {out}"
+                                                rf".* --replace`"):
+        shards.Manifest.read(out)
+    with pytest.raises(DatasetError, match=r"holds a data set in shard format 1 .*--replace"):
+        prep("synthetic", out, source=[synthetic_mpii_dir])
+    assert snapshot(out) == before
+    prep("synthetic", out, source=[synthetic_mpii_dir], replace=True)
+    assert shards.Manifest.read(out).count("train") == manifest["splits"]["train"]["count"]
 
 
 def test_a_foreign_manifest_or_stray_shards_need_replace(tmp_path, synthetic_mpii_dir):

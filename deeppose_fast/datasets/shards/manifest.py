@@ -140,8 +140,8 @@ def read_manifest(out_dir: str | os.PathLike) -> dict:
         raise ShardError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
-        raise ShardError(f"{path}: format_version {version!r}, this version reads {FORMAT_VERSION}; "
-                         f"{PREPARE_HINT}")
+        raise ShardError(f"{path}: shard format {version!r}, this version reads {FORMAT_VERSION}; rebuild it with "
+                         f"`{rebuild_command(out_dir, manifest)} --replace`")
     splits = manifest.get("splits")
     if not isinstance(splits, dict):
         raise ShardError(f"{path}: missing or malformed 'splits' entry")
