@@ -6,10 +6,19 @@ Every array in the package that has a joint axis K is ordered as the data set's 
 
 A stick endpoint is a tuple of joint indices whose mean is the endpoint, so that LSP's torso
 (mid-shoulders to mid-hips) and MPII's torso (thorax to pelvis) share one representation.
+
+The torso diameter (``Skeleton.torso_diameter``) is the size of a person in DeepPose's cascade (Toshev &
+Szegedy 2014, section 3.2): the distance between opposing torso joints, here the mean length of the two
+diagonals left shoulder - right hip and right shoulder - left hip over those annotated.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import numpy as np
+
+# the torso diagonals by joint name (both layouts name these four joints alike)
+TORSO_DIAGONALS = (("l_shoulder", "r_hip"), ("r_shoulder", "l_hip"))
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,33 @@ class Skeleton:
 
     def index(self, joint_name: str) -> int:
         return self.joint_names.index(joint_name)
+
+    @property
+    def torso_diagonals(self) -> tuple[tuple[int, int], ...]:
+        """Index pairs (left shoulder, right hip) and (right shoulder, left hip) (``TORSO_DIAGONALS``)."""
+        return tuple((self.index(a), self.index(b)) for a, b in TORSO_DIAGONALS)
+
+    def torso_diameter(self, joints) -> np.ndarray:
+        """The torso diameter of poses: the mean length of the torso diagonals that are annotated.
+
+        Args:
+            joints: (..., K, 2) pixels, NaN where not annotated (a diagonal counts only when all four of its
+                coordinates are finite).
+        Returns:
+            (...,) float64: the mean of the annotated diagonals' lengths (the one length when only one is
+            annotated), NaN where neither is.
+        """
+        j = np.asarray(joints, np.float64)
+        if j.ndim < 2 or j.shape[-2:] != (self.num_joints, 2):
+            raise ValueError(f"joints must have shape (..., {self.num_joints}, 2) for {self.name}, "
+                             f"got {j.shape}")
+        a, b = np.array(self.torso_diagonals).T
+        lengths = np.hypot(*np.moveaxis(j[..., a, :] - j[..., b, :], -1, 0))  # (..., 2), NaN if unannotated
+        known = np.isfinite(lengths)
+        count = known.sum(-1)
+        total = np.where(known, lengths, 0.0).sum(-1)
+        # written out rather than np.nanmean, which warns on an all-NaN pose
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def _limb_sticks(j: dict[str, int]) -> tuple[Stick, ...]:
