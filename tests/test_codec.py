@@ -213,3 +213,142 @@ def test_a_scaled_region_gives_the_crop_of_its_source(seed):
 def test_scale_outside_the_image_is_refused():
     with pytest.raises(ValueError, match=r"scale must be in \(0, W\] x \(0, H\]"):
         codec.crop_geometry(_pose([[1, 2], [3, 4]]), (10, 10), codec.eval_draws(1.5), size=S, scale=(0.0, 1.0))
+
+
+# --- cascade stages: the crop of one joint (joint_crop_geometry) ---
+
+def _cascade_pose():
+    """LSP joints of a 600 x 400 image: r_wrist (6) at (210, 140) and r_elbow (7) at (160, 190) lie inside
+    the square [150, 250] x [100, 200]; r_ankle (0) at (400, 300) outside it; l_wrist (11) not annotated."""
+    xy = np.full((14, 2), 500.0)
+    xy[6], xy[7], xy[0] = (210, 140), (160, 190), (400, 300)
+    annotated = np.ones(14)
+    annotated[11] = 0
+    return _pose(xy, annotated)
+
+
+def test_joint_crop_inside_the_image_weights_only_its_joint():
+    pose = _cascade_pose()
+    g = codec.joint_crop_geometry(pose, (400, 600), (200, 150), 100, 6, size=S)
+    np.testing.assert_allclose(g.crop_box, [150, 100, 100, 100], atol=1e-5)
+    want = np.zeros((14, 2))
+    want[6] = (60 / 100 - 0.5, 40 / 100 - 0.5)  # (210, 140) in the square
+    want[7] = (10 / 100 - 0.5, 90 / 100 - 0.5)  # inside too: a target, but no weight
+    np.testing.assert_allclose(g.targets, want, atol=1e-6)
+    np.testing.assert_array_equal(g.weights, np.eye(14)[6])
+    # region: the square plus 1 px, and a matrix from its pixels onto [0, S]^2
+    np.testing.assert_array_equal(g.anchor, [149, 99])
+    np.testing.assert_array_equal(g.shape, [102, 102])
+    np.testing.assert_allclose(codec.apply_matrix(g.matrix, [[1, 1], [101, 101]]), [[0, 0], [S, S]], atol=1e-4)
+    # the refined joint not annotated, or outside its own crop: no weight at all
+    assert not codec.joint_crop_geometry(pose, (400, 600), (200, 150), 100, 11, size=S).weights.any()
+    assert not codec.joint_crop_geometry(pose, (400, 600), (200, 150), 100, 0, size=S).weights.any()
+
+
+def test_joint_crop_reaching_outside_the_image_is_not_clipped():
+    pose = _pose([[5, 10], [150, 150]])
+    g = codec.joint_crop_geometry(pose, (200, 300), (20, 30), 100, 0, size=S)
+    # the square [-30, 70] x [-20, 80] keeps its size; the region is its footprint within the image
+    np.testing.assert_allclose(g.crop_box, [-30, -20, 100, 100], atol=1e-5)
+    np.testing.assert_array_equal(g.anchor, [0, 0])
+    np.testing.assert_array_equal(g.shape, [71, 81])
+    np.testing.assert_allclose(g.targets[0], [35 / 100 - 0.5, 30 / 100 - 0.5], atol=1e-6)
+    np.testing.assert_array_equal(g.weights, [1, 0])
+    full = codec.full_frame_matrix(g)
+    np.testing.assert_allclose(codec.apply_matrix(full, [[-30, -20], [70, 80]]), [[0, 0], [S, S]], atol=1e-4)
+    # wholly outside the image: one border pixel (row or column) to repeat
+    left = codec.joint_crop_geometry(pose, (200, 300), (-100, 50), 40, 0, size=S)
+    np.testing.assert_array_equal(left.anchor, [0, 29])
+    np.testing.assert_array_equal(left.shape, [1, 42])
+    corner = codec.joint_crop_geometry(pose, (200, 300), (350, 250), 20, 1, size=S)
+    np.testing.assert_array_equal(corner.anchor, [299, 199])
+    np.testing.assert_array_equal(corner.shape, [1, 1])
+    np.testing.assert_allclose(corner.crop_box, [340, 240, 20, 20], atol=1e-5)
+
+
+def test_joint_crop_flip_mirrors_and_moves_the_weight_to_the_mirrored_label():
+    pose = _cascade_pose()
+    plain = codec.joint_crop_geometry(pose, (400, 600), (200, 150), 100, 6, size=S)
+    g = codec.joint_crop_geometry(pose, (400, 600), (200, 150), 100, 6, size=S, flip=True, flip_perm=PERM)
+    np.testing.assert_array_equal(g.crop_box, plain.crop_box)
+    np.testing.assert_array_equal(g.anchor, plain.anchor)
+    # the right wrist, mirrored, looks like a left wrist: label 11 carries the weight
+    assert PERM[11] == 6
+    np.testing.assert_array_equal(g.weights, np.eye(14)[11])
+    np.testing.assert_allclose(g.targets[11], [-(60 / 100 - 0.5), 40 / 100 - 0.5], atol=1e-6)
+    np.testing.assert_allclose(g.targets[10], [-(10 / 100 - 0.5), 90 / 100 - 0.5], atol=1e-6)  # r_elbow 7
+    np.testing.assert_array_equal(g.targets[[6, 7]], 0)  # l_wrist not annotated, l_elbow outside
+    # x -> S - x: the square's left edge lands on the output's right edge
+    np.testing.assert_allclose(codec.apply_matrix(codec.full_frame_matrix(g), [[150, 100], [250, 200]]),
+                               [[S, 0], [0, S]], atol=1e-4)
+    with pytest.raises(ValueError, match="flip_perm"):
+        codec.joint_crop_geometry(pose, (400, 600), (200, 150), 100, 6, size=S, flip=True)
+
+
+def test_joint_crop_of_a_scaled_region_is_the_crop_of_its_source():
+    """A region stored at (0.5, 0.25) JPEG px per source px: the same crop box, targets and weights as the
+    source, the region in the JPEG's pixels (the square [150, 250] x [100, 200] is [75, 125] x [25, 50])."""
+    pose = _cascade_pose()
+    scale = np.float32([0.5, 0.25])
+    stored = pose.copy()
+    stored[:, :2] *= scale
+    source = codec.joint_crop_geometry(pose, (400, 600), (200, 150), 100, 6, size=S, flip=True, flip_perm=PERM)
+    g = codec.joint_crop_geometry(stored, (100, 300), (200, 150), 100, 6, size=S, flip=True, flip_perm=PERM,
+                                  scale=scale)
+    np.testing.assert_allclose(g.crop_box, source.crop_box, atol=1e-5)
+    np.testing.assert_allclose(g.targets, source.targets, atol=1e-6)
+    np.testing.assert_array_equal(g.weights, source.weights)
+    np.testing.assert_array_equal(g.anchor, [74, 24])
+    np.testing.assert_array_equal(g.shape, [52, 27])
+    # JPEG pixels through the JPEG's matrix land where source pixels do through the source's
+    pts = np.array([[150, 100], [250, 200], [0, 0], [600, 400]], np.float64)
+    np.testing.assert_allclose(codec.apply_matrix(codec.full_frame_matrix(g), pts * scale),
+                               codec.apply_matrix(codec.full_frame_matrix(source), pts), atol=1e-3)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_joint_crop_of_scaled_regions_random(seed):
+    """The same on random squares (inside, across and beyond the border), flips and anisotropic scales."""
+    rng = np.random.default_rng(seed)
+    for i in range(60):
+        H, W = int(rng.integers(50, 900)), int(rng.integers(50, 900))
+        pose = _random_pose(rng, h=H, w=W)
+        j = int(rng.integers(14))
+        centre = pose[j, :2] + rng.normal(0, 0.3 * min(H, W), 2)
+        side = float(rng.uniform(5, 1.5 * max(H, W)))
+        flip = bool(i % 2)
+        h2, w2 = int(rng.integers(20, H + 1)), int(rng.integers(20, W + 1))
+        scale = np.float32([w2 / W, h2 / H])
+        stored = pose.copy()
+        stored[:, :2] = pose[:, :2] * scale
+        source = codec.joint_crop_geometry(pose, (H, W), centre, side, j, size=S, flip=flip, flip_perm=PERM)
+        g = codec.joint_crop_geometry(stored, (h2, w2), centre, side, j, size=S, flip=flip, flip_perm=PERM,
+                                      scale=scale)
+        np.testing.assert_array_equal(g.crop_box, source.crop_box)
+        np.testing.assert_array_equal(g.weights, source.weights)
+        np.testing.assert_allclose(g.targets * S, source.targets * S, atol=2e-3)
+        assert g.weights.sum() <= 1 and g.weights[PERM[j] if flip else j] == source.weights.max()
+        # the region covers the square's footprint in the JPEG (within the JPEG), with at most the margin
+        # and the rounding to whole pixels beyond it
+        size = np.array([w2, h2])
+        lo = g.crop_box[:2].astype(np.float64) * scale
+        hi = (g.crop_box[:2].astype(np.float64) + g.crop_box[2:]) * scale
+        assert (g.anchor >= 0).all() and (g.shape >= 1).all() and (g.anchor + g.shape <= size).all()
+        assert (g.anchor <= np.clip(lo, 0, size - 1) + 1e-3).all()
+        assert (g.anchor + g.shape >= np.clip(hi, 1, size) - 1e-3).all()
+        assert (g.anchor >= np.minimum(lo, size - 1) - 2 - 1e-3).all()
+        assert (g.anchor + g.shape <= np.maximum(hi, 1) + 2 + 1e-3).all()
+
+
+@pytest.mark.parametrize("args, match", [
+    (((200, 150), 0.0, 6), "side must be finite and > 0"),
+    (((200, 150), -5.0, 6), "side must be finite and > 0"),
+    (((200, 150), np.inf, 6), "side must be finite and > 0"),
+    (((np.nan, 150), 10.0, 6), "centre must be finite"),
+    (((200, 150), 10.0, 14), r"joint must be an integer in \[0, 14\)"),
+    (((200, 150), 10.0, -1), r"joint must be an integer in \[0, 14\)"),
+    (((200, 150), 10.0, 2.5), r"joint must be an integer in \[0, 14\)"),
+])
+def test_joint_crop_refuses_bad_draws(args, match):
+    with pytest.raises(ValueError, match=match):
+        codec.joint_crop_geometry(_cascade_pose(), (400, 600), *args, size=S)
