@@ -91,7 +91,7 @@ def measure(people, rule: PrecropRule, draws: np.ndarray, repeats: int) -> dict:
         if (w2, h2) != (x1 - x0, y1 - y0):
             pixels = cv2.resize(pixels, (w2, h2), interpolation=cv2.INTER_AREA)
             scaled += 1
-        jpeg = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+        jpeg = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, rule.jpeg_quality])[1].tobytes()
         sizes.append(len(jpeg))
         decodes.append(decode_ms(jpeg, repeats))
         stored = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
