@@ -31,22 +31,22 @@ void ClipSpan(double &lo, double &hi, double limit) {
 
 }  // namespace
 
-void ComputeCropGeometry(const float *pose, int K, int64_t H, int64_t W, const float *draws,
-                         const float *scale, const CropParams &params, const CropOutputs &out) {
+void CheckFrame(int64_t H, int64_t W, double s_x, double s_y) {
   if (H < 1 || W < 1)
     throw std::invalid_argument("image must be at least 1 x 1 px, got " + std::to_string(H) + " x " +
                                 std::to_string(W));
-  const double s_x = scale[0], s_y = scale[1];
   if (!(s_x > 0.0 && s_x <= static_cast<double>(W) && s_y > 0.0 && s_y <= static_cast<double>(H)))
     throw std::invalid_argument("scale must be in (0, W] x (0, H], got (" + std::to_string(s_x) + ", " +
                                 std::to_string(s_y) + ")");
-  const double S = params.size;
+}
+
+void ComputeCropGeometry(const float *pose, int K, int64_t H, int64_t W, const float *draws,
+                         const float *scale, const CropParams &params, const CropOutputs &out) {
+  const double s_x = scale[0], s_y = scale[1];
+  CheckFrame(H, W, s_x, s_y);
   const double ext_x = draws[0], ext_y = draws[1], sh_x = draws[2], sh_y = draws[3];
   const bool flipped = draws[4] > 0.5f;
   const double angle = draws[5], zoom = draws[6];
-  if (flipped && !params.flip_perm.empty() && static_cast<int>(params.flip_perm.size()) != K)
-    throw std::invalid_argument("flip_perm has " + std::to_string(params.flip_perm.size()) +
-                                " entries but the pose has " + std::to_string(K) + " joints");
 
   // 0. the source frame: the JPEG's joints and size divided by scale
   const double src_w = static_cast<double>(W) / s_x, src_h = static_cast<double>(H) / s_y;
@@ -70,15 +70,25 @@ void ComputeCropGeometry(const float *pose, int K, int64_t H, int64_t W, const f
   const double bw = std::max({bw0, kMinAspect * bh0, kMinSide});
   const double bh = std::max({bh0, kMinAspect * bw0, kMinSide});
   // 2. extension, 3. shift bounded by the margin the extension left around the joints
-  double cw = bw * ext_x, ch = bh * ext_y;
+  const double cw = bw * ext_x, ch = bh * ext_y;
   cx += sh_x * std::max(std::min(params.shift * cw, 0.5 * (cw - bw)), 0.0);
   cy += sh_y * std::max(std::min(params.shift * ch, 0.5 * (ch - bh)), 0.0);
   // 4. clip to the image
   double x0 = cx - 0.5 * cw, x1 = cx + 0.5 * cw, y0 = cy - 0.5 * ch, y1 = cy + 0.5 * ch;
   ClipSpan(x0, x1, src_w);
   ClipSpan(y0, y1, src_h);
-  cw = x1 - x0;
-  ch = y1 - y0;
+  // 5.-7.: every joint may carry weight
+  BoxGeometry(pose, K, H, W, s_x, s_y, x0, x1, y0, y1, flipped, angle, zoom, -1, params, out);
+}
+
+void BoxGeometry(const float *pose, int K, int64_t H, int64_t W, double s_x, double s_y, double x0,
+                 double x1, double y0, double y1, bool flipped, double angle, double zoom, int weighted_joint,
+                 const CropParams &params, const CropOutputs &out) {
+  if (flipped && !params.flip_perm.empty() && static_cast<int>(params.flip_perm.size()) != K)
+    throw std::invalid_argument("flip_perm has " + std::to_string(params.flip_perm.size()) +
+                                " entries but the pose has " + std::to_string(K) + " joints");
+  const double S = params.size;
+  const double cw = x1 - x0, ch = y1 - y0;
 
   // 5. src->dst in the source frame: rotate/scale about the centre after scale-to-S and flip
   const double sx = S / cw, sy = S / ch;
@@ -111,18 +121,20 @@ void ComputeCropGeometry(const float *pose, int K, int64_t H, int64_t W, const f
       fy0 = std::min(fy0, uy); fy1 = std::max(fy1, uy);
     }
   }
-  // ... in the JPEG's pixels
+  // ... in the JPEG's pixels, clipped to the JPEG in double before the conversion to integers (a
+  // cascade's crop box is not clipped to the image and may lie anywhere)
   fx0 *= s_x; fx1 *= s_x; fy0 *= s_y; fy1 *= s_y;
-  const int64_t rx0 = std::min<int64_t>(std::max<int64_t>(std::floor(fx0) - kRegionMargin, 0), W - 1);
-  const int64_t ry0 = std::min<int64_t>(std::max<int64_t>(std::floor(fy0) - kRegionMargin, 0), H - 1);
-  const int64_t rx1 = std::max<int64_t>(std::min<int64_t>(std::ceil(fx1) + kRegionMargin, W), rx0 + 1);
-  const int64_t ry1 = std::max<int64_t>(std::min<int64_t>(std::ceil(fy1) + kRegionMargin, H), ry0 + 1);
+  const double Wd = static_cast<double>(W), Hd = static_cast<double>(H);
+  const double rx0 = std::min(std::max(std::floor(fx0) - kRegionMargin, 0.0), Wd - 1.0);
+  const double ry0 = std::min(std::max(std::floor(fy0) - kRegionMargin, 0.0), Hd - 1.0);
+  const double rx1 = std::max(std::min(std::ceil(fx1) + kRegionMargin, Wd), rx0 + 1.0);
+  const double ry1 = std::max(std::min(std::ceil(fy1) + kRegionMargin, Hd), ry0 + 1.0);
 
   // the matrix from the JPEG region's pixels: M_source diag(1 / s_x, 1 / s_y), then the region offset
   // (none when the whole JPEG is decoded and warped)
   const double j00 = m00 / s_x, j01 = m01 / s_y, j10 = m10 / s_x, j11 = m11 / s_y;
-  const double ox = params.region_relative ? static_cast<double>(rx0) : 0.0;
-  const double oy = params.region_relative ? static_cast<double>(ry0) : 0.0;
+  const double ox = params.region_relative ? rx0 : 0.0;
+  const double oy = params.region_relative ? ry0 : 0.0;
   out.matrix[0] = static_cast<float>(j00);
   out.matrix[1] = static_cast<float>(j01);
   out.matrix[2] = static_cast<float>(j00 * ox + j01 * oy + m02);
@@ -149,65 +161,63 @@ void ComputeCropGeometry(const float *pose, int K, int64_t H, int64_t W, const f
     // clipped: a joint up to kBorderEps outside still yields a target inside [-0.5, 0.5]
     out.targets[2 * k] = inside ? static_cast<float>(std::clamp(dx / S - 0.5, -0.5, 0.5)) : 0.0f;
     out.targets[2 * k + 1] = inside ? static_cast<float>(std::clamp(dy / S - 0.5, -0.5, 0.5)) : 0.0f;
-    out.weights[k] = inside ? 1.0f : 0.0f;
+    out.weights[k] = inside && (weighted_joint < 0 || src == weighted_joint) ? 1.0f : 0.0f;
   }
 }
 
-template <>
-PoseCrop<::dali::CPUBackend>::PoseCrop(const ::dali::OpSpec &spec)
-    : ::dali::Operator<::dali::CPUBackend>(spec) {
-  params_.size = spec.GetArgument<int>("size");
-  params_.shift = spec.GetArgument<float>("shift");
-  params_.flip_perm = spec.GetRepeatedArgument<int>("flip_perm");
-  params_.region_relative = spec.GetArgument<bool>("region_relative");
-  DALI_ENFORCE(params_.size >= 1, ::dali::make_string("PoseCrop: size must be >= 1, got ", params_.size));
-  DALI_ENFORCE(params_.shift >= 0.0, ::dali::make_string("PoseCrop: shift must be >= 0, got ", params_.shift));
-  const int n = static_cast<int>(params_.flip_perm.size());
+CropParams ReadCropParams(const ::dali::OpSpec &spec, const char *op, bool with_shift) {
+  CropParams params;
+  params.size = spec.GetArgument<int>("size");
+  if (with_shift) params.shift = spec.GetArgument<float>("shift");
+  params.flip_perm = spec.GetRepeatedArgument<int>("flip_perm");
+  params.region_relative = spec.GetArgument<bool>("region_relative");
+  DALI_ENFORCE(params.size >= 1, ::dali::make_string(op, ": size must be >= 1, got ", params.size));
+  DALI_ENFORCE(params.shift >= 0.0, ::dali::make_string(op, ": shift must be >= 0, got ", params.shift));
+  const int n = static_cast<int>(params.flip_perm.size());
   std::vector<int> seen(n, 0);
-  for (int v : params_.flip_perm) {
+  for (int v : params.flip_perm) {
     DALI_ENFORCE(v >= 0 && v < n && !seen[v]++,
-                 "PoseCrop: flip_perm must be a permutation of 0..K-1");
+                 ::dali::make_string(op, ": flip_perm must be a permutation of 0..K-1"));
   }
+  return params;
 }
 
-template <>
-bool PoseCrop<::dali::CPUBackend>::SetupImpl(std::vector<::dali::OutputDesc> &output_desc,
-                                            const ::dali::Workspace &ws) {
+void SetupGeometryOutputs(const char *op, int num_draws, const CropParams &params,
+                          std::vector<::dali::OutputDesc> &output_desc, const ::dali::Workspace &ws) {
   const auto &pose = ws.Input<::dali::CPUBackend>(0);
   const auto &shape = ws.Input<::dali::CPUBackend>(1);
   const auto &draws = ws.Input<::dali::CPUBackend>(2);
   DALI_ENFORCE(pose.type() == DALI_FLOAT,
-               ::dali::make_string("PoseCrop: pose (input 0) must be float32, got ", pose.type()));
+               ::dali::make_string(op, ": pose (input 0) must be float32, got ", pose.type()));
   DALI_ENFORCE(draws.type() == DALI_FLOAT,
-               ::dali::make_string("PoseCrop: draws (input 2) must be float32, got ", draws.type()));
+               ::dali::make_string(op, ": draws (input 2) must be float32, got ", draws.type()));
   DALI_ENFORCE(shape.type() == DALI_INT64 || shape.type() == DALI_INT32,
-               ::dali::make_string("PoseCrop: image shape (input 1) must be int32 or int64, got ",
-                                   shape.type()));
+               ::dali::make_string(op, ": image shape (input 1) must be int32 or int64, got ", shape.type()));
   const bool scaled = ws.NumInput() > 3;
   if (scaled)
     DALI_ENFORCE(ws.Input<::dali::CPUBackend>(3).type() == DALI_FLOAT,
-                 ::dali::make_string("PoseCrop: scale (input 3) must be float32, got ",
+                 ::dali::make_string(op, ": scale (input 3) must be float32, got ",
                                      ws.Input<::dali::CPUBackend>(3).type()));
   const int n = pose.num_samples();
   ::dali::TensorListShape<> k2(n, 2), k1(n, 1);
   for (int i = 0; i < n; i++) {
     auto ps = pose.tensor_shape(i);
     DALI_ENFORCE(ps.size() == 2 && ps[1] == 4,
-                 ::dali::make_string("PoseCrop: sample ", i, ": pose must have shape (K, 4), got ", ps));
+                 ::dali::make_string(op, ": sample ", i, ": pose must have shape (K, 4), got ", ps));
     auto ss = shape.tensor_shape(i);
     DALI_ENFORCE(ss.size() == 1 && ss[0] >= 2,
-                 ::dali::make_string("PoseCrop: sample ", i, ": image shape must be (H, W[, C]), got ", ss));
+                 ::dali::make_string(op, ": sample ", i, ": image shape must be (H, W[, C]), got ", ss));
     auto ds = draws.tensor_shape(i);
-    DALI_ENFORCE(ds.size() == 1 && ds[0] == kNumDraws,
-                 ::dali::make_string("PoseCrop: sample ", i, ": draws must have shape (7,), got ", ds));
+    DALI_ENFORCE(ds.size() == 1 && ds[0] == num_draws,
+                 ::dali::make_string(op, ": sample ", i, ": draws must have shape (", num_draws, ",), got ", ds));
     if (scaled) {
       auto cs = ws.Input<::dali::CPUBackend>(3).tensor_shape(i);
       DALI_ENFORCE(cs.size() == 1 && cs[0] == 2,
-                   ::dali::make_string("PoseCrop: sample ", i, ": scale must have shape (2,), got ", cs));
+                   ::dali::make_string(op, ": sample ", i, ": scale must have shape (2,), got ", cs));
     }
-    if (!params_.flip_perm.empty())
-      DALI_ENFORCE(static_cast<int64_t>(params_.flip_perm.size()) == ps[0],
-                   ::dali::make_string("PoseCrop: sample ", i, ": flip_perm has ", params_.flip_perm.size(),
+    if (!params.flip_perm.empty())
+      DALI_ENFORCE(static_cast<int64_t>(params.flip_perm.size()) == ps[0],
+                   ::dali::make_string(op, ": sample ", i, ": flip_perm has ", params.flip_perm.size(),
                                        " entries but the pose has ", ps[0], " joints"));
     k2.set_tensor_shape(i, ::dali::TensorShape<>(ps[0], 2));
     k1.set_tensor_shape(i, ::dali::TensorShape<>(ps[0]));
@@ -219,11 +229,9 @@ bool PoseCrop<::dali::CPUBackend>::SetupImpl(std::vector<::dali::OutputDesc> &ou
   output_desc[3] = {k2, DALI_FLOAT};
   output_desc[4] = {k1, DALI_FLOAT};
   output_desc[5] = {::dali::uniform_list_shape(n, {4}), DALI_FLOAT};
-  return true;
 }
 
-template <>
-void PoseCrop<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
+void RunGeometry(const char *op, GeometryFn geometry, const CropParams &params, ::dali::Workspace &ws) {
   const auto &pose = ws.Input<::dali::CPUBackend>(0);
   const auto &shape = ws.Input<::dali::CPUBackend>(1);
   const auto &draws = ws.Input<::dali::CPUBackend>(2);
@@ -241,13 +249,28 @@ void PoseCrop<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
                     ws.Output<::dali::CPUBackend>(4).mutable_tensor<float>(i),
                     ws.Output<::dali::CPUBackend>(5).mutable_tensor<float>(i)};
     try {
-      ComputeCropGeometry(pose.tensor<float>(i), static_cast<int>(pose.tensor_shape(i)[0]), H, W,
-                          draws.tensor<float>(i),
-                          scaled ? ws.Input<::dali::CPUBackend>(3).tensor<float>(i) : unscaled, params_, out);
+      geometry(pose.tensor<float>(i), static_cast<int>(pose.tensor_shape(i)[0]), H, W, draws.tensor<float>(i),
+               scaled ? ws.Input<::dali::CPUBackend>(3).tensor<float>(i) : unscaled, params, out);
     } catch (const std::invalid_argument &e) {
-      DALI_FAIL(::dali::make_string("PoseCrop: sample ", i, ": ", e.what()));
+      DALI_FAIL(::dali::make_string(op, ": sample ", i, ": ", e.what()));
     }
   }
+}
+
+template <>
+PoseCrop<::dali::CPUBackend>::PoseCrop(const ::dali::OpSpec &spec)
+    : ::dali::Operator<::dali::CPUBackend>(spec), params_(ReadCropParams(spec, "PoseCrop", true)) {}
+
+template <>
+bool PoseCrop<::dali::CPUBackend>::SetupImpl(std::vector<::dali::OutputDesc> &output_desc,
+                                            const ::dali::Workspace &ws) {
+  SetupGeometryOutputs("PoseCrop", kNumDraws, params_, output_desc, ws);
+  return true;
+}
+
+template <>
+void PoseCrop<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
+  RunGeometry("PoseCrop", ComputeCropGeometry, params_, ws);
 }
 
 }  // namespace deeppose_fast

@@ -17,6 +17,9 @@
 // source frame is the JPEG frame.
 // The rule is stated in deeppose_fast/codec.py, whose NumPy `crop_geometry` is the reference this
 // code mirrors operation by operation (double precision, same order), so both agree to float rounding.
+// This header also declares what the cascade's JointCrop operator (joint_crop.h) shares with PoseCrop:
+// steps 5-7 for a given crop box (BoxGeometry, codec._box_geometry), the argument reading, the output
+// shapes and the per-sample loop.
 #ifndef DEEPPOSE_FAST_POSE_CROP_H_
 #define DEEPPOSE_FAST_POSE_CROP_H_
 
@@ -54,6 +57,32 @@ struct CropOutputs {
 void ComputeCropGeometry(const float *pose, int num_joints, int64_t height, int64_t width,
                          const float *draws, const float *scale, const CropParams &params,
                          const CropOutputs &out);
+
+// The signature of a per-sample geometry (ComputeCropGeometry, ComputeJointCropGeometry).
+using GeometryFn = void (*)(const float *pose, int num_joints, int64_t height, int64_t width,
+                            const float *draws, const float *scale, const CropParams &params,
+                            const CropOutputs &out);
+
+// The checks of the JPEG's size and scale both geometries make; throws std::invalid_argument.
+void CheckFrame(int64_t height, int64_t width, double s_x, double s_y);
+
+// Steps 5-7 of codec.py for the crop box [x0, x1] x [y0, y1] (source frame), as codec._box_geometry:
+// the matrix (then flip, rotation by `angle` degrees and `zoom` about the output's centre), the region to
+// decode in the JPEG's pixels, targets and weights. weighted_joint: the only joint that may carry weight
+// (before the flip's relabelling), or -1 for every joint.
+void BoxGeometry(const float *pose, int num_joints, int64_t height, int64_t width, double s_x, double s_y,
+                 double x0, double x1, double y0, double y1, bool flipped, double angle, double zoom,
+                 int weighted_joint, const CropParams &params, const CropOutputs &out);
+
+// Operator plumbing shared by PoseCrop and JointCrop; `op` names the operator in error messages.
+// Reads size, flip_perm, region_relative (and shift when with_shift) and checks them.
+CropParams ReadCropParams(const ::dali::OpSpec &spec, const char *op, bool with_shift);
+// Inputs pose (K, 4) float, image shape (H, W[, C]) int, draws (num_draws,) float, optional scale (2,)
+// float; outputs matrix (2, 3), anchor (2,), shape (2,), targets (K, 2), weights (K,), crop_box (4,).
+void SetupGeometryOutputs(const char *op, int num_draws, const CropParams &params,
+                          std::vector<::dali::OutputDesc> &output_desc, const ::dali::Workspace &ws);
+// Runs `geometry` on every sample; a std::invalid_argument becomes a DALI error naming op and sample.
+void RunGeometry(const char *op, GeometryFn geometry, const CropParams &params, ::dali::Workspace &ws);
 
 template <typename Backend>
 class PoseCrop : public ::dali::Operator<Backend> {
