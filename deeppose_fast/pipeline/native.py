@@ -1,4 +1,5 @@
-"""Finds and loads the native DALI operator ``PoseCrop`` (csrc/pose_crop) once per process.
+"""Finds and loads the native DALI operators (csrc/pose_crop) once per process: ``PoseCrop``
+(``fn.pose_crop``) and the cascade's ``JointCrop`` (``fn.joint_crop``), one library.
 
 The library is ``deeppose_fast/_native/pose_crop.<ext-suffix>.so``, put there by the package's build
 (``setup.py`` runs CMake). It embeds a hash of its sources; when the sources beside the package (an editable
@@ -15,7 +16,9 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 NATIVE_DIR = PACKAGE_DIR / "_native"
 SOURCE_ROOT = PACKAGE_DIR.parent  # the repository root in a checkout / editable install
-SOURCES = ("csrc/pose_crop/pose_crop.h", "csrc/pose_crop/pose_crop.cc")  # the order CMakeLists.txt hashes
+# every operator source, in the order CMakeLists.txt hashes them (POSE_CROP_SOURCES)
+SOURCES = ("csrc/pose_crop/pose_crop.h", "csrc/pose_crop/pose_crop.cc",
+           "csrc/pose_crop/joint_crop.h", "csrc/pose_crop/joint_crop.cc")
 BUILD_HINT = ("build it with `pip install --no-build-isolation --no-deps -e .` in the repository root "
               "(or `bash scripts/setup.sh`)")
 OPERATOR = "PoseCrop"  # exposed as nvidia.dali.fn.pose_crop
@@ -71,7 +74,8 @@ def check_build(path: Path | None = None, source_root: Path | None = None) -> Pa
 
 
 def load() -> Path:
-    """Load the operator into DALI once (thread-safe); afterwards ``nvidia.dali.fn.pose_crop`` exists.
+    """Load the operators into DALI once (thread-safe); afterwards ``nvidia.dali.fn.pose_crop`` and
+    ``fn.joint_crop`` exist.
     Returns the library path."""
     global _loaded
     with _lock:
