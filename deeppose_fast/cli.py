@@ -19,6 +19,7 @@ COMMANDS = {
     "synthetic": ("deeppose_fast.commands.synthetic", "Write the synthetic data set in an official file format."),
     "train": ("deeppose_fast.commands.train", "Train the AlexNet regressor (presets; Horovod under horovodrun)."),
     "eval": ("deeppose_fast.commands.eval", "Evaluate a checkpoint over a sweep of box extensions."),
+    "cascade-stats": ("deeppose_fast.commands.cascade_stats", "Fit stage 2's displacement statistics on a stage-1 run's training errors."),
     "predict": ("deeppose_fast.commands.predict", "Predict joints on images: JSON and a PNG with the skeleton."),
     "export": ("deeppose_fast.commands.export", "Export a checkpoint to a SavedModel that serves alone."),
     "show": ("deeppose_fast.commands.show", "Write a contact sheet of augmented training crops with skeletons."),

@@ -34,6 +34,7 @@ from deeppose_fast.skeleton import Skeleton
 
 FORMAT = "deeppose-fast-cascade-stats/1"
 REFIT_COMMAND = "deeppose-fast cascade-stats RUN"  # the command that fits (and refits) the statistics
+DEFAULT_FILE = "cascade-stats-stage2.json"  # where REFIT_COMMAND writes stage 2's statistics in RUN
 _REFIT = f"refit them with `{REFIT_COMMAND}`"
 _PSD_TOL = 1e-9  # relative: rank-1 covariances come out with determinants of round-off size, either sign
 
