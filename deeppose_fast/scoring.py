@@ -10,7 +10,6 @@ box extension (default 1.0, 1.1, ..., 2.0, as DTF's test script) and writes ever
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -21,7 +20,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from deeppose_fast import checkpoint, codec, metrics
+from deeppose_fast import atomic, checkpoint, codec, metrics
 from deeppose_fast.datasets import precrop, shards
 from deeppose_fast.model import pose_loss
 from deeppose_fast.pipeline import dali
@@ -283,13 +282,8 @@ def sweep_table(reports: list[dict]) -> str:
 
 
 def write_json(doc: dict, path: str | os.PathLike) -> Path:
-    """Write ``doc`` to ``path`` atomically (a temporary file beside it, then ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2))
-    os.replace(tmp, path)
-    return path
+    """Write ``doc`` to ``path`` atomically (``atomic.write_json``)."""
+    return atomic.write_json(doc, path, indent=2)
 
 
 def score_checkpoint(snapshot: str | os.PathLike | checkpoint.Checkpoint,

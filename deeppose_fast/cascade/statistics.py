@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deeppose_fast import atomic
 from deeppose_fast import skeleton as skeleton_lib
 from deeppose_fast.datasets.shards.format import MANIFEST
 from deeppose_fast.skeleton import Skeleton
@@ -282,19 +283,7 @@ def stage_source(*, stage: int, checkpoint, step: int, data) -> dict:
 def save(stats: DisplacementStats, path: str | os.PathLike) -> Path:
     """Write ``stats`` to ``path`` as JSON, atomically (a temporary file in the same folder, flushed to
     disk, then ``os.replace``): ``path`` holds the old statistics or the new ones, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(stats.to_dict(), f, indent=1, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic.write_json(stats.to_dict(), path, indent=1, allow_nan=False)
 
 
 def _differences(found: dict, expect: dict) -> list[str]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deeppose_fast import atomic
 from deeppose_fast.datasets.shards.format import (PREPARE_HINT, DEFAULT_RECORDS_PER_SHARD, FORMAT_VERSION, MANIFEST,
                                                   NotPreparedError, ShardError, index_path, read_index)
 
@@ -20,18 +21,7 @@ def write_manifest(out_dir: str | os.PathLike, manifest: dict) -> Path:
     if "splits" not in manifest:
         raise ValueError("manifest needs a 'splits' entry: {split: {'count': N, 'shards': [...]}}")
     manifest = {"format_version": FORMAT_VERSION, **manifest}
-    path = out_dir / MANIFEST
-    tmp = out_dir / f".{MANIFEST}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic.write_json(manifest, out_dir / MANIFEST, indent=1)
 
 
 PIXEL_CONVENTION = "continuous: pixel (i, j) covers [i, i+1) x [j, j+1), centre at +0.5"
