@@ -63,7 +63,6 @@ from deeppose_fast import weights as weights_lib
 from deeppose_fast.config import TrainConfig
 from deeppose_fast.datasets import precrop, shards
 from deeppose_fast.pipeline import dali
-from deeppose_fast.pipeline.contract import split_info
 from deeppose_fast.run_folder import Logger, RunFolderError, check_resume, check_run_folder, on_every_rank
 from deeppose_fast.train_state import (TrainState, build_state, configure_tensorflow, non_finite_check,
                                        weights_digest)
@@ -262,7 +261,7 @@ def setup(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
                                manifest=manifest)
         num_joints = int(manifest.num_joints)
         skeleton = manifest.skeleton or skeleton
-        cache_mb, cache_note = dali.decode_cache_plan(split_info(cfg.data, "train"), cfg.decode_cache_gb)
+        cache_mb, cache_note = dali.decode_cache_plan(cfg.data, manifest, "train", cfg.decode_cache_gb)
         dataset_factory = dali_dataset_factory(cfg, cache_mb)
     if num_joints is None:
         raise ValueError("num_joints is required with a custom dataset_factory")

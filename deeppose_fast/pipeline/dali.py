@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -110,19 +111,21 @@ def resolve_decode(decode: str, device: str) -> str:
     return decode
 
 
-def decode_cache_plan(info: SplitInfo, budget_gb: float, device: str = "auto") -> tuple[int, str | None]:
-    """``(cache_mb, note)``: the GPU decoder cache for the split ``info`` under a budget of ``budget_gb``
-    (the split's decoded size comes from the manifest, ``decoded_bytes``), and a line for the log saying
-    whether every region is decoded once. ``(0, None)`` on the CPU or with a budget of 0."""
+def decode_cache_plan(data_dir, manifest: shards.Manifest, split: str, budget_gb: float,
+                      device: str = "auto") -> tuple[int, str | None]:
+    """``(cache_mb, note)``: the GPU decoder cache for ``split`` of the data set in ``data_dir`` under a
+    budget of ``budget_gb`` (the split's decoded size comes from its ``manifest``, ``decoded_bytes``), and a
+    line for the log saying whether every region is decoded once. ``(0, None)`` on the CPU or with a
+    budget of 0."""
     if budget_gb <= 0 or resolve_device(device) != "gpu":
         return 0, None
-    entry = info.manifest.splits.get(info.split, {}) if info.manifest is not None else {}
+    entry = manifest.splits.get(split, {})
     decoded = entry.get("decoded_bytes") if isinstance(entry, dict) else None
     if not decoded:
-        return 0, (f"decode cache: off: {info.shard_dir / shards.MANIFEST} does not record the decoded size "
-                   f"of split {info.split!r}; {info.rebuild_hint}")
+        return 0, (f"decode cache: off: {Path(data_dir) / shards.MANIFEST} does not record the decoded size "
+                   f"of split {split!r}; {shards.rebuild_hint(data_dir, manifest)}")
     cache_mb, fits = cache_size(decoded, budget_gb)
-    size = f"the {info.split} split's regions take {decoded / 2 ** 30:.2f} GB decoded"
+    size = f"the {split} split's regions take {decoded / 2 ** 30:.2f} GB decoded"
     if fits:
         return cache_mb, f"decode cache: {size}; all kept on the GPU ({cache_mb} MB): each is decoded once"
     return cache_mb, (f"decode cache: {size}, more than --decode-cache-gb {budget_gb:g}: {cache_mb} MB of them "
@@ -147,12 +150,8 @@ class DecodeCache:
         def holder():
             return fn.decoders.image(fn.external_source(name="jpegs"), **_decoder_args("gpu", cache_mb))
 
-        self.cache_mb = cache_mb
         self._pipe = holder()
         self._pipe.build()
-
-    def close(self) -> None:
-        self._pipe = None
 
 
 def _crop(jpegs, pose, meta, draws, *, info: SplitInfo, size: int, shift: float, device: str, layout: str,
@@ -258,8 +257,7 @@ def build_train_pipeline(data, *, batch_size: int, augment: AugmentSpec = Augmen
     return train_graph(info, augment, size=input_size, device=device, layout=layout, dtype=dtype,
                        shuffle_seed=int(seed), shard_id=shard_id, num_shards=num_shards,
                        shuffle_buffer=shuffle_buffer, use_mmap=use_mmap, normalize=normalize,
-                       swap_labels=swap_labels, extras=extras, decode=decode,
-                       cache_mb=cache_mb if device == "gpu" and decode == "whole" else 0,
+                       swap_labels=swap_labels, extras=extras, decode=decode, cache_mb=cache_mb,
                        batch_size=batch_size, num_threads=num_threads, device_id=_device_id(device, device_id),
                        seed=int(seed) * 7919 + shard_id, prefetch_queue_depth=2)
 

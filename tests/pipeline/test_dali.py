@@ -295,4 +295,4 @@ def test_decode_cache_size(dot_dir):
     budget and says that not everything fits; on a CPU host there is no cache."""
     assert dali.cache_size(2 ** 30, 8.0) == (1092, True)
     assert dali.cache_size(2 ** 30, 0.5) == (512, False)
-    assert dali.decode_cache_plan(split_info(dot_dir, "train"), 8.0, device="cpu") == (0, None)
+    assert dali.decode_cache_plan(dot_dir, shards.Manifest.read(dot_dir), "train", 8.0, device="cpu") == (0, None)
