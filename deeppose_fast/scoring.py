@@ -25,7 +25,6 @@ from deeppose_fast.datasets import precrop, shards
 from deeppose_fast.model import pose_loss
 from deeppose_fast.pipeline import dali
 from deeppose_fast.pipeline.contract import SplitInfo, as_split
-from deeppose_fast.specs import AugmentSpec
 
 PROTOCOLS = ("dtf", "official")
 DEFAULT_EXTENSIONS = tuple(round(1.0 + 0.1 * i, 1) for i in range(11))
@@ -286,6 +285,29 @@ def write_json(doc: dict, path: str | os.PathLike) -> Path:
     return atomic.write_json(doc, path, indent=2)
 
 
+def load_checkpoint(snapshot: str | os.PathLike | checkpoint.Checkpoint, data, note: Callable[[str], None]):
+    """``(checkpoint, data)``: the snapshot loaded once (a checkpoint folder, a run folder: its newest, or a
+    loaded ``Checkpoint``) and the data set, ``data`` or the one the run recorded (``recorded_data``;
+    ``note`` prints its remark)."""
+    ckpt = snapshot if isinstance(snapshot, checkpoint.Checkpoint) else checkpoint.load(snapshot)
+    if data is None:
+        data, remark = recorded_data(ckpt)
+        if remark:
+            note(remark)
+    return ckpt, data
+
+
+def open_for_scoring(ckpt: checkpoint.Checkpoint, data, split: str, extensions) -> tuple[SplitInfo, object]:
+    """``(split, model)``: the split read once (``open_split``) and the checkpoint's network built for its
+    joints, after checking that the evaluation crops at ``extensions`` fit the regions the data set stored
+    and are not upsampled from them (``precrop.require_covers``)."""
+    info = open_split(data, split)
+    model = checkpoint.build_model(ckpt, expect_joints=info.num_joints)
+    precrop.require_covers(info.shard_dir, precrop.eval_augment(*extensions), int(model.input_shape[1]),
+                           manifest=info.manifest)
+    return info, model
+
+
 def score_checkpoint(snapshot: str | os.PathLike | checkpoint.Checkpoint,
                      data: str | os.PathLike | None = None, *, extensions=DEFAULT_EXTENSIONS,
                      batch_size: int = 128, limit: int = 0, num_threads: int = 2, split: str = "test",
@@ -308,19 +330,10 @@ def score_checkpoint(snapshot: str | os.PathLike | checkpoint.Checkpoint,
         EvaluationError: no data set recorded or found; OutputNotWritable: ``out_json`` cannot be written.
         pipeline.contract.PipelineError: the data set is missing, incomplete or damaged.
     """
-    note = note or echo
-    ckpt = snapshot if isinstance(snapshot, checkpoint.Checkpoint) else checkpoint.load(snapshot)
-    if data is None:
-        data, remark = recorded_data(ckpt)
-        if remark:
-            note(remark)
+    ckpt, data = load_checkpoint(snapshot, data, note or echo)
     out_json = Path(out_json) if out_json else Path(ckpt.path) / f"eval-{split}.json"
     check_writable(out_json)
-    info = open_split(data, split)
-    model = checkpoint.build_model(ckpt, expect_joints=info.num_joints)
-    # the sweep's smallest crop must not be upsampled from the stored regions, its largest must fit them
-    sweep = AugmentSpec(ext_min=min(extensions), ext_max=max(extensions), shift=0.0, flip=False)
-    precrop.require_covers(info.shard_dir, sweep, int(model.input_shape[1]), manifest=info.manifest)
+    info, model = open_for_scoring(ckpt, data, split, extensions)
     echo(f"checkpoint {ckpt.path} (step {ckpt.step}), data {data} split {split}")
     reports = []
     for ext in extensions:

@@ -10,10 +10,10 @@ from typing import Callable
 
 import numpy as np
 
-from deeppose_fast import checkpoint, scoring
+from deeppose_fast import scoring
 from deeppose_fast import skeleton as skeleton_lib
 from deeppose_fast.cascade import statistics
-from deeppose_fast.datasets import precrop, shards
+from deeppose_fast.datasets import shards
 
 STAGE = 2  # the stage whose training the statistics are for: stage 1's errors
 SPLIT = "train"  # the statistics describe the errors on the people stage 2 is trained on
@@ -53,19 +53,11 @@ def fit_run(run: str | os.PathLike, data: str | os.PathLike | None = None, *, ex
         pipeline.contract.PipelineError: the data set is missing, damaged or has no train split;
         statistics.StatsError: a joint with too few people to fit.
     """
-    note = note or echo
-    ckpt = checkpoint.load(run)
-    if data is None:
-        data, remark = scoring.recorded_data(ckpt)
-        if remark:
-            note(remark)
+    ckpt, data = scoring.load_checkpoint(run, data, note or echo)
     out = Path(out) if out else Path(run) / statistics.DEFAULT_FILE
     scoring.check_writable(out)
     extension = float(extension if extension is not None else ckpt.test_extension)
-    info = scoring.open_split(data, SPLIT)
-    model = checkpoint.build_model(ckpt, expect_joints=info.num_joints)
-    precrop.require_covers(info.shard_dir, precrop.eval_augment(extension), int(model.input_shape[1]),
-                           manifest=info.manifest)
+    info, model = scoring.open_for_scoring(ckpt, data, SPLIT, (extension,))
     echo(f"checkpoint {ckpt.path} (step {ckpt.step}), data {data} split {SPLIT}, extension {extension:g}")
     preds = scoring.predict_split(model, info, extension=extension, batch_size=batch_size, split=SPLIT,
                                   num_threads=num_threads)

@@ -210,6 +210,8 @@ def require_covers(manifest_dir: str | os.PathLike, augment: AugmentSpec, input_
         f"`{command} --replace`, or change the setting.")
 
 
-def eval_augment(extension: float) -> AugmentSpec:
-    """The crop settings of the deterministic evaluation crop at a box extension (for ``require_covers``)."""
-    return AugmentSpec(ext_min=extension, ext_max=extension, shift=0.0, flip=False)
+def eval_augment(*extensions: float) -> AugmentSpec:
+    """The crop settings of the deterministic evaluation crops at these box extensions (one, or a sweep:
+    the smallest crop must not be upsampled from the stored region, the largest must fit it), for
+    ``require_covers``."""
+    return AugmentSpec(ext_min=min(extensions), ext_max=max(extensions), shift=0.0, flip=False)
