@@ -160,11 +160,20 @@ def _crop(jpegs, pose, meta, draws, *, info: SplitInfo, size: int, shift: float,
     Returns the images and the operator's other outputs (targets, weights, crop_box)."""
     shape = fn.peek_image_shape(jpegs)
     scale = meta[shards.META_SCALE.start:shards.META_SCALE.stop]  # of a region stored at reduced resolution
-    whole = decode == "whole"
     matrix, anchor, region, targets, weights, crop_box = fn.pose_crop(
         pose, shape, draws, scale, size=size, shift=shift, flip_perm=list(info.flip_perm) if swap_labels else [],
-        region_relative=not whole)
-    if whole:
+        region_relative=decode != "whole")
+    images = cut(jpegs, matrix, anchor, region, size=size, device=device, layout=layout, dtype=dtype,
+                 normalize=normalize, decode=decode, cache_mb=cache_mb)
+    return images, targets, weights, crop_box
+
+
+def cut(jpegs, matrix, anchor, region, *, size: int, device: str, layout: str, dtype: str, normalize: bool,
+        decode: str = CPU_DECODE, cache_mb: int = 0):
+    """Decode (the ``region`` at ``anchor``, or the whole JPEG with ``decode="whole"``), warp to S x S with
+    a geometry operator's ``matrix`` (``PoseCrop``, ``JointCrop``; made with ``region_relative`` equal to
+    ``decode != "whole"``), normalise, lay out and cast: every crop's pixels, whatever its geometry."""
+    if decode == "whole":
         images = fn.decoders.image(jpegs, **_decoder_args(device, cache_mb))
     else:
         images = fn.decoders.image_slice(jpegs, anchor, region, normalized_anchor=False, normalized_shape=False,
@@ -178,7 +187,7 @@ def _crop(jpegs, pose, meta, draws, *, info: SplitInfo, size: int, shift: float,
         images = fn.transpose(images, perm=[2, 0, 1])
     if dtype == "float16":
         images = fn.cast(images, dtype=types.FLOAT16)
-    return images, targets, weights, crop_box
+    return images
 
 
 def _reader(info: SplitInfo, use_mmap: bool = False, **kwargs):

@@ -51,12 +51,31 @@ def crop_decoded(bgr: np.ndarray, pose: np.ndarray, draws: np.ndarray, *, size: 
     """``crop_sample`` after the decode: ``bgr`` is the (H, W, 3) uint8 BGR image (loaders that cache
     decoded images call this directly). Returns ``(image (S, S, 3) float32 RGB, codec.Geometry)``."""
     g = codec.crop_geometry(pose, bgr.shape[:2], draws, size=size, shift=shift, flip_perm=flip_perm, scale=scale)
+    return warp(bgr, g, size=size, normalize_image=normalize_image), g
+
+
+def joint_crop_sample(jpeg: bytes, pose: np.ndarray, draws: np.ndarray, *, size: int, flip_perm=None,
+                      normalize_image: bool = True, scale=None):
+    """One joint crop of a cascade stage (``codec.joint_crop_geometry``; ``draws`` (5,)
+    ``codec.JOINT_DRAW_FIELDS``). Returns ``(image (S, S, 3) float32 RGB, codec.Geometry)``."""
+    bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise PipelineError("a record's JPEG does not decode")
+    d = np.asarray(draws, np.float32)
+    g = codec.joint_crop_geometry(pose, bgr.shape[:2], d[:2], d[2], int(d[4]), size=size, flip=bool(d[3] > 0.5),
+                                  flip_perm=flip_perm, scale=scale)
+    return warp(bgr, g, size=size, normalize_image=normalize_image), g
+
+
+def warp(bgr: np.ndarray, g: codec.Geometry, *, size: int, normalize_image: bool = True) -> np.ndarray:
+    """(S, S, 3) float32 RGB: the region ``g`` names of the decoded (H, W, 3) BGR image, warped with its
+    matrix (bilinear, border pixels repeated) and normalised."""
     x, y = int(g.anchor[0]), int(g.anchor[1])
     w, h = int(g.shape[0]), int(g.shape[1])
     region = cv2.cvtColor(bgr[y:y + h, x:x + w], cv2.COLOR_BGR2RGB)
     out = cv2.warpAffine(region.astype(np.float32), opencv_matrix(g.matrix), (size, size),
                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return (normalize(out) if normalize_image else out), g
+    return normalize(out) if normalize_image else out
 
 
 def _finish(images: list[np.ndarray], layout: str, dtype: str) -> np.ndarray:
