@@ -69,7 +69,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["deeppose_fast", "deeppose_fast.*"]),
-    install_requires=["numpy", "scipy", "numba", "opencv-python-headless", "click>=8.1", "tqdm"],
+    install_requires=["numpy", "scipy", "numba", "opencv-python-headless", "click>=8.1", "tqdm", "matplotlib>=3.8"],
     ext_modules=[] if SKIP_NATIVE else [CMakeExtension("deeppose_fast._native.pose_crop", target="pose_crop")],
     cmdclass={"build_ext": CMakeBuild},
     entry_points={"console_scripts": ["deeppose-fast=deeppose_fast.cli:main"]},

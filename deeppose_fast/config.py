@@ -75,6 +75,12 @@ class TrainConfig:
     warmup_steps: int = 0  # linear warm-up to the scaled rate
     seed: int = 1701
     augment: AugmentSpec = field(default_factory=AugmentSpec)  # the training crop (DTF recipe)
+    # the cascade (Toshev & Szegedy 2014, section 3.2): stage s >= 2 refines each joint from a crop about it
+    stage: int = 1  # 1: the whole-person network; s >= 2: a refinement stage
+    previous: str = ""  # stage s >= 2: the run (its newest checkpoint) or checkpoint of stage s - 1
+    sigma: float = 1.0  # stage s >= 2: the joint crop's side in torso diameters of the current estimate
+    stats: str = ""  # stage s >= 2: the displacement statistics; "" = PREVIOUS_RUN/cascade-stats-stage{s}.json
+    init_previous: bool = True  # stage s >= 2: start from stage s - 1's weights (same network), else from scratch
     # evaluation during training
     eval_every: int = 250
     eval_batch_size: int = 128
@@ -129,6 +135,10 @@ class TrainConfig:
         need(self.data_segment_steps >= 1, "data_segment_steps must be >= 1")
         need(self.commit_every >= 1, f"commit_every must be >= 1, got {self.commit_every}")
         need(self.decode_cache_gb >= 0, f"decode_cache_gb must be >= 0, got {self.decode_cache_gb}")
+        need(self.stage >= 1, f"stage must be >= 1, got {self.stage}")
+        need(self.stage == 1 or self.previous, f"stage {self.stage} needs the run of stage {self.stage - 1}: "
+             f"--previous RUN (or --from RUN)")
+        need(self.sigma > 0, f"sigma must be > 0, got {self.sigma}")
 
     @property
     def test_extension(self) -> float:
@@ -231,6 +241,26 @@ PRESETS: dict[str, dict[str, Any]] = {
                           max_steps=3000, max_minutes=9.5, eval_every=1000, eval_batch_size=64,
                           log_every=50, ckpt_every=500, data_segment_steps=500, seed=1701),
 }
+
+
+def _stages(name: str, stage1: dict, **settings) -> dict[str, dict[str, Any]]:
+    """The cascade presets of a stage-1 preset: stages 2 and 3 on the same data with the same network,
+    optimiser and flips, each trained from the newest checkpoint of the stage before (``previous``)."""
+    out = {}
+    for stage in (2, 3):
+        before = name if stage == 2 else f"{name}-stage{stage - 1}"
+        out[f"{name}-stage{stage}"] = dict(stage1, stage=stage, previous=f"runs/{before}",
+                                            out=f"runs/{name}-stage{stage}", weights="", fix_conv_steps=0,
+                                            **settings)
+    return out
+
+
+# Stages 2-3 of the reference presets (227 px, the stage-1 recipe's optimiser) and of the CPU preset.
+# sigma: chosen on the synthetic set (README, "Cascade").
+PRESETS.update(_stages("lsp-ext-scratch", PRESETS["lsp-ext-scratch"], sigma=1.0, max_steps=100000))
+PRESETS.update(_stages("mpii-scratch", PRESETS["mpii-scratch"], sigma=1.0, max_steps=100000))
+PRESETS.update(_stages("synthetic-cpu", PRESETS["synthetic-cpu"], sigma=1.0, max_steps=3000, max_minutes=9.5,
+                       eval_every=1000))
 
 
 def preset(name: str, **overrides) -> TrainConfig:

@@ -198,9 +198,16 @@ def score_model(model, data: str | os.PathLike | SplitInfo, *, extension: float,
     info = open_split(data, split)
     preds = predict_split(model, info, extension=extension, batch_size=batch_size, limit=limit,
                           num_threads=num_threads, flip_test=flip_test)
+    return make_report(preds, info, extension, t0, flip_test=flip_test)
+
+
+def make_report(preds: dict, info: SplitInfo, extension: float, t0: float, *, flip_test: bool = False) -> dict:
+    """The report (``score_model``'s) of predictions ``preds`` (``predict_split``'s dict) on ``info``'s
+    split at test extension ``extension``; ``t0`` is when the work started."""
     report = {"dataset": info.skeleton, "split": info.split, "extension": extension,
               "num_people": len(preds["pred"]), "pose_loss": preds["pose_loss"],
-              "spread": prediction_spread(preds["targets_pred"], preds["gt"], preds["crop_box"]),
+              "spread": prediction_spread(codec.encode(preds["pred"], preds["crop_box"]), preds["gt"],
+                                          preds["crop_box"]),
               "results": score(preds, info.skeleton), "seconds": time.time() - t0, "flip_test": flip_test}
     report["headline"] = headline(report)
     return report
@@ -249,7 +256,7 @@ def summary_scalars(report: dict) -> dict:
     return out
 
 
-def _jsonable(x):
+def jsonable(x):
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
@@ -258,14 +265,14 @@ def _jsonable(x):
 def report_to_dict(report: dict) -> dict:
     return {"dataset": report["dataset"], "split": report["split"], "extension": report["extension"],
             "flip_test": report.get("flip_test", False),
-            "num_people": report["num_people"], "pose_loss": _jsonable(report["pose_loss"]),
-            "spread": _jsonable(report["spread"]),
-            "headline": {k: _jsonable(v) for k, v in report["headline"].items()},
+            "num_people": report["num_people"], "pose_loss": jsonable(report["pose_loss"]),
+            "spread": jsonable(report["spread"]),
+            "headline": {k: jsonable(v) for k, v in report["headline"].items()},
             "results": {p: (r if isinstance(r, str) else r.to_dict()) for p, r in report["results"].items()}}
 
 
 def curve_record(report: dict) -> dict:
-    return {k: _jsonable(v) for k, v in report["headline"].items()}
+    return {k: jsonable(v) for k, v in report["headline"].items()}
 
 
 def sweep_table(reports: list[dict]) -> str:

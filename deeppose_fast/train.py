@@ -60,6 +60,7 @@ import tensorflow as tf
 
 from deeppose_fast import checkpoint, config, dist, scoring
 from deeppose_fast import weights as weights_lib
+from deeppose_fast.cascade import stage as cascade_stage
 from deeppose_fast.config import TrainConfig
 from deeppose_fast.datasets import precrop, shards
 from deeppose_fast.pipeline import dali
@@ -253,16 +254,22 @@ def setup(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
                          "--max-np X --host-discovery-script SCRIPT deeppose-fast train --elastic ...")
     out = Path(cfg.out)
     real_data = dataset_factory is None
-    cache_note = None
+    cache_note, stage_inputs = None, None
     if real_data:
         manifest = shards.Manifest.read(cfg.data)
-        precrop.require_covers(cfg.data, cfg.augment, cfg.model.input_size, manifest=manifest)
+        if cfg.stage == 1:
+            precrop.require_covers(cfg.data, cfg.augment, cfg.model.input_size, manifest=manifest)
         precrop.require_covers(cfg.data, precrop.eval_augment(cfg.test_extension), cfg.model.input_size,
                                manifest=manifest)
         num_joints = int(manifest.num_joints)
         skeleton = manifest.skeleton or skeleton
-        cache_mb, cache_note = dali.decode_cache_plan(cfg.data, manifest, "train", cfg.decode_cache_gb)
-        dataset_factory = dali_dataset_factory(cfg, cache_mb)
+        if cfg.stage == 1:
+            cache_mb, cache_note = dali.decode_cache_plan(cfg.data, manifest, "train", cfg.decode_cache_gb)
+            dataset_factory = dali_dataset_factory(cfg, cache_mb)
+        else:  # a cascade stage: joint crops about simulated estimates (``cascade.stage``)
+            stage_inputs = cascade_stage.prepare(cfg, manifest, resume=resume)
+            cfg = stage_inputs.cfg  # ``previous`` resolved to one checkpoint
+            dataset_factory = stage_inputs.dataset_factory()
     if num_joints is None:
         raise ValueError("num_joints is required with a custom dataset_factory")
     resumed = None
@@ -284,6 +291,12 @@ def setup(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
     log = Logger(out, dist.is_root() and folder_error is None)
     if cache_note:
         log.print(cache_note)
+    if stage_inputs is not None:
+        if not resume and dist.is_root() and folder_error is None:
+            log.print(f"stage {cfg.stage} of the cascade, on {cfg.previous}; displacement statistics kept in "
+                      f"{stage_inputs.save_stats(out)}")
+        if evaluate_fn is None and cfg.eval_every > 0:
+            evaluate_fn = stage_inputs.evaluator(log)
     if real_data and evaluate_fn is None and cfg.eval_every > 0:
         evaluate_fn = default_evaluator(cfg, log)
     state = build_state(cfg, num_joints, dist.size())
@@ -315,6 +328,13 @@ def restore(run: Run) -> None:
     elif cfg.weights:
         loaded = weights_lib.load_imagenet(state.model, cfg.weights)
         log.print(f"initialised {', '.join(loaded)} from {cfg.weights}")
+    elif cfg.stage >= 2 and cfg.init_previous:
+        previous = checkpoint.load(cfg.previous)
+        if previous.model_spec != cfg.model:
+            raise ValueError(f"{previous.path}: stage {cfg.stage - 1}'s network ({previous.model_spec}) is not this "
+                             f"stage's ({cfg.model}); train this stage from scratch with --no-init-previous")
+        checkpoint.assign(previous, "model", state.model.variables)
+        log.print(f"initialised the network from stage {cfg.stage - 1}'s {previous.path}")
 
     if not cfg.elastic:  # elastic: the state is synced when the ring forms (``dist.run_elastic``)
         dist.broadcast_variables(state.variables, root_rank=0)

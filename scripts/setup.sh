@@ -32,12 +32,12 @@ pyok() { python "$@" >/dev/null 2>&1; }
 # 1. TensorFlow (CPU build unless an NVIDIA GPU answers) and the pure-Python / wheel stack.
 if has_gpu; then TF_PKG="tensorflow[and-cuda]==$TF_VERSION"; else TF_PKG="tensorflow-cpu==$TF_VERSION"; fi
 if pyok -c "import tensorflow as tf, sys; sys.exit(tf.__version__ != '$TF_VERSION')" \
-   && pyok -c "import numba, scipy, cv2, click, tqdm, pytest, tensorboard"; then
+   && pyok -c "import numba, scipy, cv2, click, tqdm, pytest, tensorboard, matplotlib"; then
   log "TensorFlow $TF_VERSION and the Python stack: already installed"
 else
-  log "installing $TF_PKG, tensorboard, numba, numpy, scipy, opencv-python-headless, click, tqdm, pytest"
+  log "installing $TF_PKG, tensorboard, numba, numpy, scipy, opencv-python-headless, click, tqdm, matplotlib, pytest"
   python -m pip install -q "$TF_PKG" "tensorboard==2.21.*" "numba==0.68.*" numpy scipy "opencv-python-headless>=4.9" \
-    "click>=8.1" "tqdm>=4.66" "pytest>=8" "cmake>=3.25,<4" ninja
+    "click>=8.1" "tqdm>=4.66" "matplotlib>=3.8" "pytest>=8" "cmake>=3.25,<4" ninja
 fi
 
 # 2. NVIDIA DALI and CUDA headers (the TF plugin and the native operator compile against them).

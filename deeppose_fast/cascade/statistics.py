@@ -35,7 +35,14 @@ from deeppose_fast.skeleton import Skeleton
 
 FORMAT = "deeppose-fast-cascade-stats/1"
 REFIT_COMMAND = "deeppose-fast cascade-stats RUN"  # the command that fits (and refits) the statistics
-DEFAULT_FILE = "cascade-stats-stage2.json"  # where REFIT_COMMAND writes stage 2's statistics in RUN
+
+
+def default_file(stage: int) -> str:
+    """Where ``REFIT_COMMAND`` writes stage ``stage``'s statistics in the run of stage ``stage - 1``."""
+    return f"cascade-stats-stage{stage}.json"
+
+
+DEFAULT_FILE = default_file(2)
 _REFIT = f"refit them with `{REFIT_COMMAND}`"
 _PSD_TOL = 1e-9  # relative: rank-1 covariances come out with determinants of round-off size, either sign
 

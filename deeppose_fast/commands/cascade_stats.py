@@ -1,5 +1,5 @@
-"""``deeppose-fast cascade-stats RUN``: fit stage 2's displacement statistics on a stage-1 run's errors on
-the training split (``cascade.stage_stats.fit_run``)."""
+"""``deeppose-fast cascade-stats RUN``: fit stage s+1's displacement statistics on a stage-s run's errors
+on the training split (``cascade.stage_stats.fit_run``)."""
 from __future__ import annotations
 
 import click
@@ -16,12 +16,13 @@ from deeppose_fast.pipeline.native import NativeBuildError
 @click.option("--data", default=None, help="prepared data set folder (default: the one the run was trained on)")
 @click.option("--extension", default=None, type=click.FloatRange(min=0.0, min_open=True),
               help="evaluation crop's box extension (default: the run's test extension)")
-@click.option("--out", default=None, help=f"statistics file (default: RUN/{statistics.DEFAULT_FILE})")
+@click.option("--out", default=None, help=f"statistics file (default: RUN/{statistics.default_file('S+1')}, S the run's stage)")
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=1))
 def command(run, data, extension, out, batch_size):
-    """Fit the law of stage 1's displacements (per joint mean and covariance, in torso diameters) that
-    stage 2 is trained on: RUN's newest checkpoint (or a checkpoint folder) over the training split's
-    evaluation crops. Prints a per-joint table and writes the statistics as JSON."""
+    """Fit the law of a stage's displacements (per joint mean and covariance, in torso diameters) that the
+    next stage is trained on: RUN's newest checkpoint (or a checkpoint folder) and the cascade below it
+    over the training split (stage 1 on its evaluation crops). Prints a per-joint table and writes the
+    statistics as JSON."""
     try:
         stage_stats.fit_run(run, data, extension=extension, out=out, batch_size=batch_size, echo=click.echo,
                             note=lambda text: click.echo(text, err=True))

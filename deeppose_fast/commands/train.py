@@ -3,6 +3,8 @@
     deeppose-fast train --preset synthetic-cpu
     horovodrun -np 4 -H localhost:4 deeppose-fast train --preset mpii-scratch --scale-lr --warmup-steps 500
     deeppose-fast train --preset synthetic-cpu --resume      # continue runs/synthetic-cpu exactly
+    deeppose-fast cascade-stats runs/synthetic-cpu           # the cascade: stage 1's errors, then stage 2
+    deeppose-fast train --preset synthetic-cpu-stage2        # = --stage 2 --from runs/synthetic-cpu
     # elastic: survives a lost rank, admits new ones (hosts.sh prints "host:slots" lines)
     horovodrun --gloo -np 3 --min-np 2 --max-np 4 --host-discovery-script ./hosts.sh deeppose-fast train --elastic
 """
@@ -21,6 +23,7 @@ from deeppose_fast.pipeline.native import NativeBuildError
 from deeppose_fast.train import RankLost, TrainingDiverged, train_command
 
 _TYPES = {int: int, float: float, str: str}
+_ALIASES = {"previous": ("--from",)}  # train --stage 2 --from RUN_OF_STAGE_1
 
 
 def _setting_options(func):
@@ -34,7 +37,8 @@ def _setting_options(func):
             func = click.option(f"{option(s.name)}/--no-{s.name.replace('_', '-')}", s.name, default=None,
                                 help=help_text)(func)
         else:
-            func = click.option(option(s.name), s.name, type=_TYPES[s.type], default=None, help=help_text)(func)
+            names = (option(s.name),) + _ALIASES.get(s.name, ())
+            func = click.option(*names, s.name, type=_TYPES[s.type], default=None, help=help_text)(func)
     return func
 
 

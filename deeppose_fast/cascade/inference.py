@@ -1,0 +1,162 @@
+"""Running a cascade: stage 1 on the person crops, then each stage s >= 2 on a crop about every joint of the
+previous stage's estimate (Toshev & Szegedy 2014, section 3.2).
+
+Legend: N people, K joints, coordinates in source-image pixels.
+
+A stage-s checkpoint names the checkpoint of stage s-1 it was trained on (its configuration's
+``previous``, resolved to one checkpoint when training started), which names its own, down to stage 1:
+``chain(snapshot)`` follows the links and refuses a chain with a missing or inconsistent link, naming the
+file. ``predict(chain, data)`` returns every stage's estimates of a split.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from deeppose_fast import checkpoint, codec, scoring
+from deeppose_fast import skeleton as skeleton_lib
+from deeppose_fast.pipeline import joint_crops
+from deeppose_fast.pipeline.contract import SplitInfo
+
+
+class CascadeError(ValueError):
+    """A cascade that cannot run: a missing or inconsistent link of the snapshot chain (the message names
+    the file)."""
+
+
+@dataclass
+class Stage:
+    """One link of a cascade: the stage number, its checkpoint and its crop side in torso diameters
+    (``sigma``; unused by stage 1)."""
+
+    stage: int
+    ckpt: checkpoint.Checkpoint
+    sigma: float = 0.0
+
+    @property
+    def config(self) -> dict:
+        return self.ckpt.meta.get("config", {})
+
+
+def stage_of(ckpt: checkpoint.Checkpoint) -> int:
+    """The cascade stage a checkpoint was trained as (1 for a run of the whole-person network)."""
+    return int(ckpt.meta.get("config", {}).get("stage", 1))
+
+
+def chain(snapshot, *, stop: int = 1) -> list[Stage]:
+    """The stages of a snapshot's cascade, stage ``stop`` (default 1) first, the snapshot's own last.
+
+    Args:
+        snapshot: a checkpoint folder, a run folder (its newest checkpoint) or a loaded ``Checkpoint``.
+    Raises:
+        checkpoint.CheckpointError: the snapshot is missing or corrupt. CascadeError: a link is missing
+        (its checkpoint was deleted or moved), is not of the stage before, or was trained for other joints.
+    """
+    ckpt = snapshot if isinstance(snapshot, checkpoint.Checkpoint) else checkpoint.load(snapshot)
+    links = [Stage(stage_of(ckpt), ckpt, float(ckpt.meta.get("config", {}).get("sigma", 0.0)))]
+    while links[0].stage > stop:
+        child = links[0]
+        previous = child.config.get("previous") or ""
+        if not previous:
+            raise CascadeError(f"{child.ckpt.path}: a stage-{child.stage} checkpoint that names no stage "
+                               f"{child.stage - 1} (its configuration's 'previous' is empty)")
+        try:
+            parent = checkpoint.load(previous)
+        except checkpoint.CheckpointError as e:
+            raise CascadeError(f"{child.ckpt.path}: the cascade's stage {child.stage - 1} is missing: {e}; "
+                               f"restore that checkpoint (stage {child.stage} was trained on it)") from None
+        if stage_of(parent) != child.stage - 1:
+            raise CascadeError(f"{child.ckpt.path}: its previous stage {parent.path} is a stage-"
+                               f"{stage_of(parent)} checkpoint, expected stage {child.stage - 1}")
+        if parent.num_joints != child.ckpt.num_joints:
+            raise CascadeError(f"{child.ckpt.path}: {child.ckpt.num_joints} joints, its previous stage "
+                               f"{parent.path} {parent.num_joints}")
+        links.insert(0, Stage(child.stage - 1, parent, float(parent.meta.get("config", {}).get("sigma", 0.0))))
+    return links
+
+
+def crop_sides(pred: np.ndarray, skeleton: skeleton_lib.Skeleton, sigma: float,
+               fallback: np.ndarray) -> np.ndarray:
+    """(N,) the side of each person's joint crops: ``sigma`` times the torso diameter of the current
+    estimate ``pred`` (N, K, 2); where that is not positive, ``sigma`` times ``fallback`` (N,) (the
+    longer side of the stage-1 crop box)."""
+    diam = skeleton.torso_diameter(pred)
+    ok = np.isfinite(diam) & (diam > 0)
+    return sigma * np.where(ok, diam, fallback)
+
+
+def refine(model, table: joint_crops.RecordTable, rows: np.ndarray, pred: np.ndarray, *, sigma: float,
+           fallback: np.ndarray, batch_size: int = 128, num_threads: int = 2) -> np.ndarray:
+    """One cascade stage: every joint of every person re-estimated from its crop.
+
+    Args:
+        model: the stage's network (output pair ``k`` is joint ``k``'s displacement in joint ``k``'s crop).
+        table, rows: (N,) the people's records. pred: (N, K, 2) the previous stage's estimates, source
+        pixels (finite). sigma, fallback: the crop side (``crop_sides``).
+    Returns:
+        (N, K, 2) float64 the refined estimates, source pixels.
+    """
+    n, k = pred.shape[:2]
+    offsets = table.offsets()[rows]  # (N, 2)
+    sides = crop_sides(pred, skeleton_lib.get(table.info.skeleton), sigma, fallback)  # (N,)
+    centres = pred - offsets[:, None, :]  # the record's frame
+    joint = np.tile(np.arange(k), n)  # person-major: crop n * K + j is joint j of person n
+    draws = np.stack([centres[..., 0].ravel(), centres[..., 1].ravel(), np.repeat(sides, k),
+                      np.zeros(n * k), joint], axis=1)
+    input_size = int(model.input_shape[1])
+
+    @tf.function
+    def infer(x):
+        return model(x, training=False)
+
+    out = []
+    for batch in joint_crops.crop_batches(table, np.repeat(rows, k), draws, batch_size=batch_size,
+                                          input_size=input_size, num_threads=num_threads):
+        t = infer(tf.constant(batch["images"])).numpy().reshape(len(batch["images"]), k, 2)
+        first = sum(len(o) for o in out)
+        own = joint[first:first + len(t)]
+        t_own = t[np.arange(len(t)), own]  # each crop's own joint
+        out.append(codec.decode(t_own[:, None, :], batch["crop_box"])[:, 0])
+    refined = np.concatenate(out).reshape(n, k, 2)
+    return refined + offsets[:, None, :]
+
+
+def predict(stages: list[Stage], data: str | os.PathLike | SplitInfo, *, extension: float,
+            split: str = "test", batch_size: int = 128, limit: int = 0, num_threads: int = 2,
+            models: list | None = None, table: joint_crops.RecordTable | None = None) -> list[dict]:
+    """Every stage's estimates of a split: a list, stage by stage, of ``scoring.predict_split``'s dicts
+    (``pred`` replaced by the stage's; ``targets_pred`` its estimates in the stage-1 crop's frame).
+
+    Stage 1 runs on the test crops of box extension ``extension``; each next stage on the joint crops about
+    the previous estimates. ``models``: the stages' networks already built (default: built from
+    ``stages``); ``table``: the split's records already read."""
+    info = scoring.open_split(data, split)
+    models = models or [checkpoint.build_model(s.ckpt, expect_joints=info.num_joints) for s in stages]
+    first = scoring.predict_split(models[0], info, extension=extension, batch_size=batch_size, split=split,
+                                  limit=limit, num_threads=num_threads)
+    results = [first]
+    if len(stages) == 1:
+        return results
+    table = table or joint_crops.RecordTable(info)
+    rows = np.arange(len(first["pred"]))
+    person = table.meta[rows, 6].astype(np.int64)
+    if not np.array_equal(person, first["person_index"]):  # the two readers disagree on the order
+        raise CascadeError(f"{info.shard_dir}: split {split!r}: the shards' records are not in the order the "
+                           f"evaluation reads them; {info.rebuild_hint}")
+    fallback = first["crop_box"][:, 2:].max(axis=1)
+    pred = first["pred"]
+    for stage, model in zip(stages[1:], models[1:]):
+        pred = refine(model, table, rows, pred, sigma=stage.sigma, fallback=fallback, batch_size=batch_size,
+                      num_threads=num_threads)
+        results.append({**first, "pred": pred, "targets_pred": codec.encode(pred, first["crop_box"]),
+                        "pose_loss": float("nan")})
+    return results
+
+
+def run_folder(ckpt: checkpoint.Checkpoint) -> Path:
+    """The run folder holding a checkpoint (``RUN/checkpoints/ckpt-N`` -> ``RUN``)."""
+    return Path(ckpt.path).resolve().parent.parent

@@ -1,0 +1,205 @@
+"""Training and evaluating a cascade stage (``train --stage 2 --from RUN``, ``eval`` of a stage-2 snapshot)
+on a dot data set with a tiny stage-1 network: the run records its links and statistics, resumes exactly,
+the cascade's stage-2 estimates equal an independent computation with the OpenCV reference crops, and every
+bad input is one error naming the file, with nothing written."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from click.testing import CliRunner
+
+from deeppose_fast import checkpoint, codec, config, train
+from deeppose_fast import model as model_lib
+from deeppose_fast.cascade import evaluate, inference, stage, stage_stats, statistics
+from deeppose_fast.cli import main
+from deeppose_fast.datasets import shards
+from deeppose_fast.pipeline import reference
+from deeppose_fast.skeleton import LSP
+from deeppose_fast.specs import ModelSpec
+from deeppose_fast.testing import dots
+
+S = 67
+EXT = 1.5
+SPEC = ModelSpec(input_size=S, width=0.25, fc_units=8, dropout=0.0, init="he")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """``data/dots`` (train 12 people, test 4), ``runs/s1`` (one stage-1 checkpoint, step 7) and its stage-2
+    statistics, fitted by ``cascade-stats``' code."""
+    root = tmp_path_factory.mktemp("cascade")
+    dots.make_dot_dataset(root / "data" / "dots", num_train=12, num_test=4, records_per_shard=5, seed=3)
+    keras.utils.set_random_seed(0)
+    net = model_lib.build(SPEC, 14)
+    meta = {"num_joints": 14, "skeleton": "lsp", "model": SPEC.to_dict(),
+            "config": {"data": str(root / "data" / "dots"), "out": str(root / "runs" / "s1"),
+                       "eval_extension": EXT}}
+    checkpoint.save(root / "runs" / "s1" / "checkpoints", 7, {"model": net.variables}, meta)
+    stage_stats.fit_run(root / "runs" / "s1", batch_size=8, echo=lambda _: None)
+    return root
+
+
+def stage2_cfg(project, name, **kw):
+    base = dict(data=str(project / "data" / "dots"), out=str(project / "runs" / name), stage=2,
+                previous=str(project / "runs" / "s1"), sigma=1.0, **SPEC.to_dict(), batch_size=4,
+                optimizer="adam", conv_lr=1e-3, fc_lr=1e-3, max_steps=4, eval_every=0, ckpt_every=2,
+                log_every=2, data_segment_steps=3, progress=False, seed=5, tf_threads=1, num_threads=1,
+                eval_batch_size=8)
+    base.update(kw)
+    return config.TrainConfig.from_dict(base)
+
+
+def digest(result):
+    return result["digest"]
+
+
+def test_a_stage_2_run_records_its_links_and_statistics(project):
+    result = train.train(stage2_cfg(project, "s2", eval_every=4))
+    ckpt = checkpoint.load(project / "runs" / "s2")
+    s1 = checkpoint.load(project / "runs" / "s1")
+    assert ckpt.step == 4 and result["step"] == 4
+    # the link is the one checkpoint stage 2 was trained on, not the run folder
+    assert ckpt.meta["config"]["previous"] == str(s1.path.resolve())
+    assert ckpt.meta["config"]["stage"] == 2
+    own = statistics.load(project / "runs" / "s2" / stage.OWN_STATS)
+    fitted = statistics.load(project / "runs" / "s1" / statistics.default_file(2))
+    assert own == fitted
+    log = (project / "runs" / "s2" / "train.log").read_text()
+    assert "stage 2 of the cascade" in log and "initialised the network from stage 1" in log
+    assert "stage 1 -> stage 2" in log  # the periodic evaluation runs the cascade
+    curve = [json.loads(line) for line in (project / "runs" / "s2" / "eval_curve.jsonl").read_text().splitlines()]
+    assert [c["step"] for c in curve] == [4] and 0 <= curve[0]["mPCKh"] <= 1
+
+
+def test_stage_2_starts_from_stage_1_weights(project):
+    cfg = stage2_cfg(project, "s2-init", max_steps=1, conv_lr=0.0, fc_lr=0.0, optimizer="momentum")
+    result = train.train(cfg)
+    s1 = checkpoint.build_model(checkpoint.load(project / "runs" / "s1"))
+    for a, b in zip(result["model"].trainable_weights, s1.trainable_weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_resume_of_a_stage_2_run_gives_the_same_weights(project):
+    whole = train.train(stage2_cfg(project, "s2-whole"))
+    train.train(stage2_cfg(project, "s2-parts", max_steps=2))
+    resumed = train.train(stage2_cfg(project, "s2-parts"), resume=True)
+    assert resumed["step"] == 4 and digest(resumed) == digest(whole)
+
+
+def _expect_refusal(project, name, match, **kw):
+    out = project / "runs" / name
+    with pytest.raises(ValueError, match=match) as e:
+        train.train(stage2_cfg(project, name, **kw))
+    assert not out.exists()  # refused before anything was written
+    assert "Traceback" not in str(e.value) and "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_a_stage_2_without_a_stage_1_run_is_refused(project):
+    msg = _expect_refusal(project, "no-s1", "there is none", previous=str(project / "runs" / "absent"))
+    assert str(project / "runs" / "absent") in msg and "--previous RUN" in msg
+
+
+def test_missing_or_stale_statistics_are_refused(project, tmp_path):
+    msg = _expect_refusal(project, "no-stats", "not fitted yet", stats=str(tmp_path / "none.json"))
+    assert str(tmp_path / "none.json") in msg and statistics.REFIT_COMMAND in msg
+    # statistics fitted for another checkpoint of stage 1 (the run trained on since): stale
+    other = tmp_path / "s1-copy"
+    shutil.copytree(project / "runs" / "s1", other)
+    src = other / "checkpoints" / "ckpt-00000007"
+    src.rename(other / "checkpoints" / "ckpt-00000008")
+    _expect_refusal(project, "stale", "stale displacement statistics", previous=str(other),
+                    stats=str(project / "runs" / "s1" / statistics.default_file(2)))
+
+
+def test_a_stage_1_run_of_another_skeleton_is_refused(project, tmp_path):
+    mpii = dots.make_dot_dataset(tmp_path / "mpii", num_train=4, num_test=2, skeleton="mpii", seed=1)
+    msg = _expect_refusal(project, "other-data", "holds mpii poses", data=str(mpii))
+    assert str(mpii / shards.MANIFEST) in msg
+
+
+def test_a_stage_1_checkpoint_named_as_stage_2_s_previous_must_be_stage_1(project):
+    train.train(stage2_cfg(project, "s2-for-s3"))
+    _expect_refusal(project, "bad-stage", "a stage-2 checkpoint; stage 2 is trained on stage 1",
+                    previous=str(project / "runs" / "s2-for-s3"))
+
+
+def test_train_cli_says_what_is_missing_in_one_line(project, monkeypatch):
+    monkeypatch.chdir(project)
+    r = CliRunner().invoke(main, ["train", "--stage", "2", "--from", "runs/absent", "--data", "data/dots",
+                                  "--out", "runs/cli", "--no-progress"])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "runs/absent" in r.output and len(r.output.strip().splitlines()) == 1
+    assert not (project / "runs" / "cli").exists()
+
+
+def _independent_stage_2(project, ckpt2):
+    """Stage 1 then stage 2 on the test split with the OpenCV reference's crops, written apart from the
+    package's cascade: each joint's crop about stage 1's estimate, the stage-2 network's output pair of
+    that joint, mapped back by the crop box."""
+    s1 = checkpoint.build_model(checkpoint.load(project / "runs" / "s1"))
+    s2 = checkpoint.build_model(ckpt2)
+    out1, out2 = [], []
+    for rec in shards.iter_records(project / "data" / "dots", "test"):
+        scale, offset = rec.meta[shards.META_SCALE], rec.meta[4:6].astype(np.float64)
+        img, g = reference.crop_sample(rec.jpeg, rec.pose, codec.eval_draws(EXT), size=S, scale=scale)
+        t = s1(tf.constant(img[None]), training=False).numpy().reshape(14, 2)
+        est = codec.decode(t, g.crop_box) + offset  # source pixels
+        diam = LSP.torso_diameter(est)
+        refined = np.empty_like(est)
+        for k in range(14):
+            centre = est[k] - offset
+            draws = np.array([*centre, 1.0 * diam, 0.0, k], np.float32)
+            img_k, g_k = reference.joint_crop_sample(rec.jpeg, rec.pose, draws, size=S, scale=scale)
+            t_k = s2(tf.constant(img_k[None]), training=False).numpy().reshape(14, 2)[k]
+            refined[k] = codec.decode(t_k[None], g_k.crop_box)[0] + offset
+        out1.append(est)
+        out2.append(refined)
+    return np.array(out1), np.array(out2)
+
+
+def test_eval_of_a_stage_2_snapshot_runs_the_cascade(project):
+    train.train(stage2_cfg(project, "s2-eval"))
+    ckpt2 = checkpoint.load(project / "runs" / "s2-eval")
+    out = project / "runs" / "s2-eval" / "cascade.json"
+    lines = []
+    doc = evaluate.score_cascade(ckpt2, out_json=out, batch_size=8, echo=lines.append)
+    assert [s["stage"] for s in doc["stages"]] == [1, 2]
+    assert json.loads(out.read_text())["stages"][1]["checkpoint"] == str(ckpt2.path)
+    png = cv2.imread(doc["curves_png"])
+    assert png is not None and png.shape[0] > 200
+    heads = [line.split() for line in "\n".join(lines).splitlines() if line.startswith("[")]
+    # every table of both protocols, one column per stage
+    assert {h[0] for h in heads} == {"[dtf]", "[official]"}
+    assert all(h[-4:] == ["stage", "1", "stage", "2"] for h in heads), heads
+
+    one, two = _independent_stage_2(project, ckpt2)
+    preds = inference.predict(inference.chain(ckpt2), project / "data" / "dots", extension=EXT, batch_size=8)
+    side = (LSP.torso_diameter(one))[:, None, None]
+    np.testing.assert_allclose(preds[0]["pred"], one, atol=2e-3 * side.max())
+    np.testing.assert_allclose(preds[1]["pred"], two, atol=2e-2 * side.max())
+    assert not np.allclose(preds[1]["pred"], preds[0]["pred"], atol=1e-3)  # stage 2 moved the joints
+    # the JSON's stage-2 tables are those of these estimates
+    reported = doc["stages"][1]["report"]["headline"]["mPCKh"]
+    ref = evaluate.fine_scores({**preds[1]}, "lsp")
+    assert 0 <= reported <= 1 and np.isfinite(ref["pckh_auc"])
+
+
+def test_a_chain_with_a_missing_link_is_refused(project, tmp_path):
+    train.train(stage2_cfg(project, "s2-orphan"))
+    ckpt2 = checkpoint.load(project / "runs" / "s2-orphan")
+    moved = tmp_path / "s1-moved"
+    shutil.move(str(project / "runs" / "s1"), moved)
+    try:
+        with pytest.raises(inference.CascadeError, match="stage 1 is missing") as e:
+            evaluate.score_cascade(ckpt2, out_json=tmp_path / "x.json", echo=lambda _: None)
+        assert str(ckpt2.path) in str(e.value)
+        assert not (tmp_path / "x.json").exists()
+    finally:
+        shutil.move(str(moved), project / "runs" / "s1")
