@@ -2,7 +2,8 @@
 
 Checks: the weights are identical on both ranks after training, only rank 0 wrote files, two "hosts" on
 loopback train exactly as one host with two ranks, and one step on 2 ranks with half the batch each
-equals one single-process step on the full batch.
+equals one single-process step on the full batch; likewise for a cascade stage, whose ranks read their
+parts of the joint crops.
 """
 from __future__ import annotations
 
@@ -15,10 +16,15 @@ import textwrap
 from pathlib import Path
 
 import horovod.tensorflow  # noqa: F401  (required: a broken install fails here instead of skipping)
+import keras
 import numpy as np
 import pytest
 
 from deeppose_fast import checkpoint
+from deeppose_fast import model as model_lib
+from deeppose_fast.cascade import stage_stats
+from deeppose_fast.specs import ModelSpec
+from deeppose_fast.testing import dots
 
 pytestmark = pytest.mark.distributed
 
@@ -141,3 +147,67 @@ def test_one_step_on_two_ranks_equals_one_full_batch_step(tmp_path):
         assert scale > 1e-3 * max(np.abs(init[name]).max(), 1e-2), (name, scale)
         np.testing.assert_allclose(two[name] - init[name], update, rtol=0, atol=1e-3 * scale,
                                    err_msg=name)
+
+
+STAGE_SPEC = ModelSpec(input_size=67, width=0.25, fc_units=32, dropout=0.0, init="he")
+
+STAGE_STEP_SCRIPT = """
+import sys
+import numpy as np
+from deeppose_fast import config, dist, train
+from deeppose_fast.cascade import statistics
+from deeppose_fast.pipeline import joint_crops
+from deeppose_fast.pipeline.contract import split_info
+
+out, project, spec = sys.argv[1], sys.argv[2], dict(eval(sys.argv[3]))
+# SGD (momentum, first step): the update is -lr * gradient, so a gradient summed over ranks or not reduced
+# moves every layer differently from the full batch's
+cfg = config.TrainConfig.from_dict(dict(
+    data=project + "/data/dots", out=out, stage=2, previous=project + "/runs/s1", sigma=1.0, **spec,
+    batch_size=8, optimizer="momentum", conv_lr=0.01, fc_lr=0.01, max_steps=1, eval_every=0, progress=False,
+    seed=3, tf_threads=1, num_threads=1))
+dist.init()
+if dist.size() == 2:  # the real stage-2 input: each rank its part, its segment seed
+    train.train(cfg.replace(batch_size=4))
+else:  # one process, the union of the two ranks' first batches
+    stats = statistics.load(project + "/runs/s1/" + statistics.default_file(2))
+    table = joint_crops.RecordTable(split_info(cfg.data, "train"))
+    parts = [next(joint_crops.stage_train_batches(
+        None, stats, sigma=cfg.sigma, batch_size=4, input_size=cfg.model.input_size, flip=cfg.augment.flip,
+        seed=train.segment_seed(cfg.seed, 0, rank), shard_id=rank, num_shards=2, table=table, num_threads=1))
+        for rank in (0, 1)]
+    union = tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+
+    def factory(seed, shard_id, num_shards):
+        while True:
+            yield union
+
+    train.train(cfg, dataset_factory=factory, num_joints=14)
+"""
+
+
+def test_one_stage_2_step_on_two_ranks_equals_one_step_on_the_union(tmp_path):
+    project = tmp_path / "project"
+    dots.make_dot_dataset(project / "data" / "dots", num_train=16, num_test=2, records_per_shard=5, seed=4)
+    keras.utils.set_random_seed(1)
+    net = model_lib.build(STAGE_SPEC, 14)
+    meta = {"num_joints": 14, "skeleton": "lsp", "model": STAGE_SPEC.to_dict(),
+            "config": {"data": str(project / "data" / "dots"), "eval_extension": 1.5}}
+    checkpoint.save(project / "runs" / "s1" / "checkpoints", 3, {"model": net.variables}, meta)
+    stage_stats.fit_run(project / "runs" / "s1", batch_size=8, echo=lambda _: None)
+    script = tmp_path / "step.py"
+    script.write_text(textwrap.dedent(STAGE_STEP_SCRIPT))
+    args = [str(project), repr(sorted(STAGE_SPEC.to_dict().items()))]
+    horovodrun(["python", str(script), str(tmp_path / "two")] + args)
+    subprocess.run([sys.executable, str(script), str(tmp_path / "one")] + args, env=_env(), check=True,
+                   capture_output=True, timeout=300)
+    two, one = checkpoint.load(tmp_path / "two"), checkpoint.load(tmp_path / "one")
+    assert two.meta["num_ranks"] == 2 and one.meta["num_ranks"] == 1
+    init = dict(checkpoint.load(project / "runs" / "s1").arrays["model"])  # both start from stage 1
+    two, one = dict(two.arrays["model"]), dict(one.arrays["model"])
+    assert set(two) == set(one) == set(init)
+    for name in init:
+        update = one[name] - init[name]
+        scale = np.abs(update).max()
+        assert scale > 0, name  # the step moved the layer
+        np.testing.assert_allclose(two[name] - init[name], update, rtol=0, atol=1e-3 * scale, err_msg=name)
