@@ -14,6 +14,7 @@ import math
 import os
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Callable
 
@@ -108,6 +109,18 @@ def open_split(data: str | os.PathLike | SplitInfo, split: str = "test") -> Spli
     return info
 
 
+_INFER: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def inference_fn(model) -> Callable:
+    """``model(x, training=False)`` as a ``tf.function``, traced once per model and input shape (kept
+    while the model lives), so that repeated evaluations do not trace it again."""
+    fn = _INFER.get(model)
+    if fn is None:
+        fn = _INFER[model] = tf.function(lambda x: model(x, training=False))
+    return fn
+
+
 def predict_split(model, data: str | os.PathLike | SplitInfo, *, extension: float,
                   batch_size: int = 128, split: str = "test", limit: int = 0, num_threads: int = 2,
                   flip_test: bool = False, flip_perm=None) -> dict:
@@ -126,10 +139,7 @@ def predict_split(model, data: str | os.PathLike | SplitInfo, *, extension: floa
     flip_perm = info.flip_perm if flip_perm is None else flip_perm
     input_size = int(model.input_shape[1])
 
-    @tf.function
-    def infer(x):
-        return model(x, training=False)
-
+    infer = inference_fn(model)
     parts: dict[str, list] = {k: [] for k in ("pred", "gt", "targets_pred", "visible", "head_box",
                                                 "crop_box", "person_index")}
     loss_sum, n = 0.0, 0

@@ -8,6 +8,10 @@ Loaders (each measured in its own process, so its peak RSS is its own):
   region (``decoders.image_slice``) or the stored region whole (``decoders.image``), the measurement
   that chose ``dali.CPU_DECODE``;
 - ``reference``: ``pipeline.reference.train_batches``, the OpenCV + NumPy loader (whole-JPEG decode);
+- ``dali-cpu-joints`` / ``dali-gpu-joints``: a cascade stage's training crops
+  (``pipeline.joint_crops.stage_train_batches``: one joint each, about a simulated estimate drawn from a
+  normal law of ``JOINT_LAW_STD`` torso diameters, side ``JOINT_SIGMA`` diameters), the same decode, warp
+  and normalisation, fed from NumPy;
 - ``ram-cache``: the reference implementation's strategy: decode every JPEG of the split once into RAM,
   then per batch crop, warp and normalise with ``codec`` and the reference loader's functions. Its set-up
   (decoding the split) is reported apart, and its peak RSS grows with the data set.
@@ -32,7 +36,12 @@ from deeppose_fast.pipeline import reference
 from deeppose_fast.pipeline.contract import PipelineError, gpu_available, split_info
 from deeppose_fast.specs import AugmentSpec
 
-LOADERS = ("dali-cpu", "dali-gpu", "dali-cpu-region", "dali-cpu-whole", "reference", "ram-cache")
+LOADERS = ("dali-cpu", "dali-gpu", "dali-cpu-region", "dali-cpu-whole", "reference", "ram-cache",
+           "dali-cpu-joints", "dali-gpu-joints")
+# The joint loaders' displacement law (torso diameters): about stage 1's errors on the synthetic set
+# (README, "Cascade"); the crops' cost does not depend on it beyond the region sizes.
+JOINT_LAW_STD = 0.2
+JOINT_SIGMA = 1.0
 
 
 def default_loaders() -> list[str]:
@@ -105,6 +114,9 @@ def _make_step(loader: str, p: dict):
         raise ValueError(f"unknown loader {loader!r}; expected one of {LOADERS}")
     from deeppose_fast.pipeline import dali  # late: loads DALI, which the other loaders' processes must not
 
+    if loader.endswith("-joints"):
+        return _joint_step(loader, p, common), {}
+
     decode = loader.rsplit("-", 1)[1] if loader.startswith("dali-cpu-") else "auto"
     pipe = dali.build_train_pipeline(p["data"], device="gpu" if loader == "dali-gpu" else "cpu", decode=decode,
                                      **common)
@@ -115,6 +127,22 @@ def _make_step(loader: str, p: dict):
         return dali.to_numpy(pipe.run()[0]).shape[0]
 
     return step, {}
+
+
+def _joint_step(loader: str, p: dict, common: dict):
+    """One batch of a cascade stage's joint crops (``dali-*-joints``)."""
+    from deeppose_fast.cascade import statistics
+    from deeppose_fast.pipeline import joint_crops
+
+    table = joint_crops.RecordTable(split_info(p["data"], "train"))
+    k = table.pose.shape[1]
+    law = statistics.DisplacementStats(mean=np.zeros((k, 2)), cov=np.tile(np.eye(2) * JOINT_LAW_STD ** 2, (k, 1, 1)),
+                                       count=np.full(k, 2), skeleton=table.info.skeleton)
+    it = joint_crops.stage_train_batches(None, law, sigma=JOINT_SIGMA, batch_size=common["batch_size"],
+                                         input_size=common["input_size"], flip=common["augment"].flip,
+                                         seed=common["seed"], table=table, num_threads=common["num_threads"],
+                                         device="gpu" if loader.startswith("dali-gpu") else "cpu")
+    return lambda: next(it)[0].shape[0]
 
 
 def worker(p: dict) -> dict:

@@ -9,6 +9,7 @@ Stages (``stages.STAGES``; each job in its own process, see ``core``):
 | ``end-to-end`` | images/s of training fed by the real pipeline, fraction of time waiting for input | ``end_to_end`` |
 | ``metrics`` | Numba kernels vs NumPy reference; first call (compile time) apart | ``metrics`` |
 | ``horovod`` | images/s per rank under horovodrun at 1..N ranks, weak-scaling efficiency | ``horovod`` |
+| ``cascade`` | joint crops beside person crops (crops/s, CPU s); people/s of stage 1 and of stages 1+2 | ``cascade`` |
 
 Every rate is the median of several timed repeats after a warm-up, with its spread (half the range
 relative to the median). The JSON record holds the hardware, versions, settings, the exact command and

@@ -25,6 +25,7 @@ STAGES: dict[str, Stage] = {
     "end-to-end": Stage("3. End-to-end training with the real pipeline", "deeppose_fast.bench.end_to_end"),
     "metrics": Stage("4. Metric kernels", "deeppose_fast.bench.metrics"),
     "horovod": Stage("5. Horovod scaling", "deeppose_fast.bench.horovod"),
+    "cascade": Stage("6. Cascade: joint crops and inference", "deeppose_fast.bench.cascade"),
 }
 NAMES = tuple(STAGES)
 TITLES = {name: stage.title for name, stage in STAGES.items()}

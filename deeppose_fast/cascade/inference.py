@@ -30,11 +30,11 @@ class CascadeError(ValueError):
 
 @dataclass
 class Stage:
-    """One link of a cascade: the stage number, its checkpoint and its crop side in torso diameters
-    (``sigma``; unused by stage 1)."""
+    """One link of a cascade: the stage number, its checkpoint (None where its network is given, as in a
+    benchmark) and its crop side in torso diameters (``sigma``; unused by stage 1)."""
 
     stage: int
-    ckpt: checkpoint.Checkpoint
+    ckpt: checkpoint.Checkpoint | None
     sigma: float = 0.0
 
     @property
@@ -108,11 +108,7 @@ def refine(model, table: joint_crops.RecordTable, rows: np.ndarray, pred: np.nda
     draws = np.stack([centres[..., 0].ravel(), centres[..., 1].ravel(), np.repeat(sides, k),
                       np.zeros(n * k), joint], axis=1)
     input_size = int(model.input_shape[1])
-
-    @tf.function
-    def infer(x):
-        return model(x, training=False)
-
+    infer = scoring.inference_fn(model)
     out = []
     for batch in joint_crops.crop_batches(table, np.repeat(rows, k), draws, batch_size=batch_size,
                                           input_size=input_size, num_threads=num_threads):

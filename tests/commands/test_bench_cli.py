@@ -81,6 +81,19 @@ def test_quick_run_records_every_stage(quick):
         assert len(r["per_rank_median"]) == r["ranks"] and r["efficiency"] > 0
     assert hvd[0]["efficiency"] == 1.0
 
+    cascade = rec["stages"]["cascade"]
+    crops = {r["name"]: r for r in cascade["crops"]["rows"]}
+    assert {"dali-cpu", "dali-cpu-joints"} <= set(crops)
+    for row in crops.values():
+        _sane_rate(row)
+        assert row["unit"] == "crops/s" and row["cpu_s_per_1000"] > 0
+    jobs = {r["name"]: r for r in cascade["inference"]["rows"]}
+    assert set(jobs) == {"stage1", "stage1+2"}
+    for row in jobs.values():
+        _sane_rate(row)
+        assert row["unit"] == "people/s"
+    assert jobs["stage1"]["crops_per_person"] == 1 and jobs["stage1+2"]["crops_per_person"] == 17
+
     for name in STAGES:
         assert f"## {TITLES[name]}" in md and f"## {TITLES[name]}" in proc.stdout
 
