@@ -80,6 +80,7 @@ class TrainConfig:
     previous: str = ""  # stage s >= 2: the run (its newest checkpoint) or checkpoint of stage s - 1
     sigma: float = 1.0  # stage s >= 2: the joint crop's side in torso diameters of the current estimate
     stats: str = ""  # stage s >= 2: the displacement statistics; "" = PREVIOUS_RUN/cascade-stats-stage{s}.json
+    joint_weights: str = "own"  # stage s >= 2: train pair i on joint i's crops only (own), or on every joint in a crop (all)
     init_previous: bool = True  # stage s >= 2: start from stage s - 1's weights (same network), else from scratch
     # evaluation during training
     eval_every: int = 250
@@ -139,6 +140,7 @@ class TrainConfig:
         need(self.stage == 1 or self.previous, f"stage {self.stage} needs the run of stage {self.stage - 1}: "
              f"--previous RUN (or --from RUN)")
         need(self.sigma > 0, f"sigma must be > 0, got {self.sigma}")
+        need(self.joint_weights in ("own", "all"), f"joint_weights must be own or all, got {self.joint_weights!r}")
 
     @property
     def test_extension(self) -> float:

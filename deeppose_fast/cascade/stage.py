@@ -58,7 +58,7 @@ class StageInputs:
             return joint_crops.stage_train_batches(
                 None, self.stats, sigma=cfg.sigma, batch_size=cfg.batch_size, input_size=cfg.model.input_size,
                 flip=cfg.augment.flip, seed=seed, shard_id=shard_id, num_shards=num_shards,
-                table=self.table("train"), num_threads=cfg.num_threads)
+                table=self.table("train"), num_threads=cfg.num_threads, joint_weights=cfg.joint_weights)
 
         return make
 

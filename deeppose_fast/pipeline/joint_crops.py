@@ -230,13 +230,35 @@ def training_items(gt: np.ndarray, skeleton: skeleton_lib.Skeleton) -> tuple[np.
     return np.nonzero(usable)
 
 
+WEIGHTS = ("own", "all")
+
+
+def weights_inside(gt: np.ndarray, crop_box: np.ndarray, flipped: np.ndarray, flip_perm) -> np.ndarray:
+    """(B, K) float32 weights of every annotated joint inside its crop (``joint_weights="all"``): joint ``k``
+    of crop ``b`` when its ground truth ``gt[b, k]`` (source frame relative to the offset, NaN = not
+    annotated) lies in the square ``crop_box[b]``; on a flipped crop on the label ``flip_perm[k]`` plays."""
+    box = np.asarray(crop_box, np.float64)[:, None, :]
+    with np.errstate(invalid="ignore"):
+        t = (gt - box[..., :2]) / box[..., 2:]
+        inside = ((t >= 0) & (t <= 1)).all(-1)  # NaN compares False: not annotated
+    perm = np.asarray(flip_perm)
+    out = inside.astype(np.float32)
+    out[flipped] = 0.0
+    rows = np.flatnonzero(flipped)
+    out[rows[:, None], perm[None, :]] = inside[rows].astype(np.float32)  # label perm[k] gets joint k
+    return out
+
+
 def stage_train_batches(data, stats, *, sigma: float, batch_size: int, input_size: int = 227, flip: bool = True,
                         seed: int = 0, shard_id: int = 0, num_shards: int = 1, split: str | None = None,
-                        table: RecordTable | None = None, extras: bool = False,
+                        table: RecordTable | None = None, extras: bool = False, joint_weights: str = "own",
                         **pipeline_kwargs) -> Iterator[tuple]:
     """Endless training batches of a cascade stage: ``(images, targets (B, K, 2), weights (B, K))`` NumPy
-    arrays, weights 1 only on each crop's refined joint (and ``(crop_box (B, 4), draws (B, 5), rows (B,))``
-    more with ``extras``: rows are the people's records in ``table``).
+    arrays, weights 1 only on each crop's refined joint (``joint_weights="own"``, the paper's: output pair
+    ``i`` learns joint ``i`` from joint ``i``'s crops) or on every annotated joint inside the crop
+    (``"all"``: ``weights_inside``; inference still reads pair ``i`` of joint ``i``'s crop), and
+    ``(crop_box (B, 4), draws (B, 5), rows (B,))`` more with ``extras``: rows are the people's records in
+    ``table``.
 
     This rank reads part ``shard_id`` of ``num_shards`` of the split's people (``contract.shard_range``,
     as DALI's readers split). An epoch is every training item (``training_items``) of that part once, in
@@ -248,6 +270,8 @@ def stage_train_batches(data, stats, *, sigma: float, batch_size: int, input_siz
     """
     if not (sigma > 0 and math.isfinite(sigma)):
         raise ValueError(f"sigma must be finite and > 0, got {sigma}")
+    if joint_weights not in WEIGHTS:
+        raise ValueError(f"joint_weights must be one of {WEIGHTS}, got {joint_weights!r}")
     info = table.info if table is not None else as_split(data, split, "train")
     table = table or RecordTable(info)
     skeleton = skeleton_lib.get(info.skeleton)
@@ -276,5 +300,8 @@ def stage_train_batches(data, stats, *, sigma: float, batch_size: int, input_siz
     while True:
         batch = _run(pipe, info)
         draws, r = made.pop(0)
-        out = (batch["images"], batch["targets"], batch["weights"])
+        weights = batch["weights"]
+        if joint_weights == "all":  # every annotated joint in the crop, not only the one refined
+            weights = weights_inside(gt[r], batch["crop_box"], draws[:, 3] > 0.5, info.flip_perm)
+        out = (batch["images"], batch["targets"], weights)
         yield out + ((batch["crop_box"], draws, r) if extras else ())

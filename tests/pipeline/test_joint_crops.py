@@ -124,3 +124,22 @@ def test_bad_settings_are_refused(table):
         next(joint_crops.stage_train_batches(None, _stats(), sigma=0.0, batch_size=4, table=table))
     with pytest.raises(ValueError, match="draws"):
         next(joint_crops.crop_batches(table, np.zeros(3, int), np.zeros((3, 4)), batch_size=2))
+
+
+def test_all_weights_are_the_union_of_every_joint_s_own_weight(table):
+    # "all": a crop's label k carries weight where the reference rule would weight it had joint k's own
+    # crop been cut with this square: the union over the joints of codec.joint_crop_geometry's weights
+    from deeppose_fast import codec
+
+    stream = joint_crops.stage_train_batches(None, _stats(var=0.05), sigma=1.5, batch_size=24, input_size=48,
+                                             table=table, extras=True, device="cpu", joint_weights="all")
+    _, _, weights, crop_box, draws, rows = next(stream)
+    assert (weights.sum(axis=1) > 1).any()  # crops holding several joints
+    for i, r in enumerate(rows):
+        union = np.zeros(K, np.float32)
+        for k in range(K):
+            g = codec.joint_crop_geometry(table.pose[r], (4000, 4000), draws[i, :2], draws[i, 2], k, size=48,
+                                          flip=bool(draws[i, 3] > 0.5), flip_perm=PERM,
+                                          scale=table.meta[r, shards.META_SCALE])
+            union = np.maximum(union, g.weights)
+        np.testing.assert_array_equal(weights[i], union, err_msg=str(i))
