@@ -23,7 +23,7 @@ def worker(p: dict) -> dict:
 
     from deeppose_fast import config
     from deeppose_fast import model as model_lib
-    from deeppose_fast.cascade import inference
+    from deeppose_fast.cascade import inference, links
     from deeppose_fast.pipeline import joint_crops
     from deeppose_fast.pipeline.contract import split_info
 
@@ -32,7 +32,7 @@ def worker(p: dict) -> dict:
     keras.utils.set_random_seed(0)
     t0 = time.perf_counter()
     models = [model_lib.build(cfg.model, info.num_joints) for _ in range(1 if p["name"] == "stage1" else 2)]
-    stages = [inference.Stage(i + 1, None, cfg.sigma) for i in range(len(models))]  # models given: no checkpoints
+    stages = [links.Stage(i + 1, None, cfg.sigma) for i in range(len(models))]  # models given: no checkpoints
     table = joint_crops.RecordTable(info) if len(models) > 1 else None
     setup_s = time.perf_counter() - t0
 

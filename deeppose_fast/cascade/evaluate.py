@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from deeppose_fast import metrics, scoring
-from deeppose_fast.cascade import inference
+from deeppose_fast.cascade import inference, links
 
 FINE_THRESHOLD = 0.2  # the fine threshold the cascade is judged at (symmetric PCKh@0.2, dtf protocol)
 
@@ -103,10 +103,10 @@ def score_cascade(snapshot, data=None, *, extension: float | None = None, batch_
     Returns:
         the JSON document: ``checkpoint``, ``step``, ``data``, ``split``, ``extension``, ``stages`` (one dict
         per stage: ``stage``, ``checkpoint``, ``step``, ``sigma``, ``fine``, ``report``), ``curves_png``.
-    Raises (each before the work): checkpoint.CheckpointError, inference.CascadeError (a missing link),
+    Raises (each before the work): checkpoint.CheckpointError, links.CascadeError (a missing link),
         scoring.EvaluationError / OutputNotWritable, DatasetError, PipelineError, as ``score_checkpoint``.
     """
-    stages = inference.chain(snapshot)
+    stages = links.chain(snapshot)
     ckpt = stages[-1].ckpt
     ckpt, data = scoring.load_checkpoint(ckpt, data, note or echo)
     out_json = Path(out_json) if out_json else Path(ckpt.path) / f"eval-{split}.json"

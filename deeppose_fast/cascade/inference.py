@@ -3,90 +3,21 @@ previous stage's estimate (Toshev & Szegedy 2014, section 3.2).
 
 Legend: N people, K joints, coordinates in source-image pixels.
 
-A stage-s checkpoint names the checkpoint of stage s-1 it was trained on (its configuration's
-``previous``, resolved to one checkpoint when training started), which names its own, down to stage 1:
-``chain(snapshot)`` follows the links and refuses a chain with a missing or inconsistent link, naming the
-file. ``predict(chain, data)`` returns every stage's estimates of a split.
+``predict(chain, data)`` returns every stage's estimates of a split (the chain of checkpoints:
+``cascade.links``), ``refine`` runs one stage on the joint crops of a split's records.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from deeppose_fast import checkpoint, codec, scoring
 from deeppose_fast import skeleton as skeleton_lib
+from deeppose_fast.cascade.links import CascadeError, Stage, crop_sides
 from deeppose_fast.pipeline import joint_crops
 from deeppose_fast.pipeline.contract import SplitInfo
-
-
-class CascadeError(ValueError):
-    """A cascade that cannot run: a missing or inconsistent link of the snapshot chain (the message names
-    the file)."""
-
-
-@dataclass
-class Stage:
-    """One link of a cascade: the stage number, its checkpoint (None where its network is given, as in a
-    benchmark) and its crop side in torso diameters (``sigma``; unused by stage 1)."""
-
-    stage: int
-    ckpt: checkpoint.Checkpoint | None
-    sigma: float = 0.0
-
-    @property
-    def config(self) -> dict:
-        return self.ckpt.meta.get("config", {})
-
-
-def stage_of(ckpt: checkpoint.Checkpoint) -> int:
-    """The cascade stage a checkpoint was trained as (1 for a run of the whole-person network)."""
-    return int(ckpt.meta.get("config", {}).get("stage", 1))
-
-
-def chain(snapshot, *, stop: int = 1) -> list[Stage]:
-    """The stages of a snapshot's cascade, stage ``stop`` (default 1) first, the snapshot's own last.
-
-    Args:
-        snapshot: a checkpoint folder, a run folder (its newest checkpoint) or a loaded ``Checkpoint``.
-    Raises:
-        checkpoint.CheckpointError: the snapshot is missing or corrupt. CascadeError: a link is missing
-        (its checkpoint was deleted or moved), is not of the stage before, or was trained for other joints.
-    """
-    ckpt = snapshot if isinstance(snapshot, checkpoint.Checkpoint) else checkpoint.load(snapshot)
-    links = [Stage(stage_of(ckpt), ckpt, float(ckpt.meta.get("config", {}).get("sigma", 0.0)))]
-    while links[0].stage > stop:
-        child = links[0]
-        previous = child.config.get("previous") or ""
-        if not previous:
-            raise CascadeError(f"{child.ckpt.path}: a stage-{child.stage} checkpoint that names no stage "
-                               f"{child.stage - 1} (its configuration's 'previous' is empty)")
-        try:
-            parent = checkpoint.load(previous)
-        except checkpoint.CheckpointError as e:
-            raise CascadeError(f"{child.ckpt.path}: the cascade's stage {child.stage - 1} is missing: {e}; "
-                               f"restore that checkpoint (stage {child.stage} was trained on it)") from None
-        if stage_of(parent) != child.stage - 1:
-            raise CascadeError(f"{child.ckpt.path}: its previous stage {parent.path} is a stage-"
-                               f"{stage_of(parent)} checkpoint, expected stage {child.stage - 1}")
-        if parent.num_joints != child.ckpt.num_joints:
-            raise CascadeError(f"{child.ckpt.path}: {child.ckpt.num_joints} joints, its previous stage "
-                               f"{parent.path} {parent.num_joints}")
-        links.insert(0, Stage(child.stage - 1, parent, float(parent.meta.get("config", {}).get("sigma", 0.0))))
-    return links
-
-
-def crop_sides(pred: np.ndarray, skeleton: skeleton_lib.Skeleton, sigma: float,
-               fallback: np.ndarray) -> np.ndarray:
-    """(N,) the side of each person's joint crops: ``sigma`` times the torso diameter of the current
-    estimate ``pred`` (N, K, 2); where that is not positive, ``sigma`` times ``fallback`` (N,) (the
-    longer side of the stage-1 crop box)."""
-    diam = skeleton.torso_diameter(pred)
-    ok = np.isfinite(diam) & (diam > 0)
-    return sigma * np.where(ok, diam, fallback)
 
 
 def refine(model, table: joint_crops.RecordTable, rows: np.ndarray, pred: np.ndarray, *, sigma: float,
@@ -151,8 +82,3 @@ def predict(stages: list[Stage], data: str | os.PathLike | SplitInfo, *, extensi
         results.append({**first, "pred": pred, "targets_pred": codec.encode(pred, first["crop_box"]),
                         "pose_loss": float("nan")})
     return results
-
-
-def run_folder(ckpt: checkpoint.Checkpoint) -> Path:
-    """The run folder holding a checkpoint (``RUN/checkpoints/ckpt-N`` -> ``RUN``)."""
-    return Path(ckpt.path).resolve().parent.parent

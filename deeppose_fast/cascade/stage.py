@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from deeppose_fast import checkpoint, scoring
-from deeppose_fast.cascade import inference, statistics
+from deeppose_fast.cascade import inference, links, statistics
 from deeppose_fast.config import TrainConfig, option
 from deeppose_fast.datasets import shards
 from deeppose_fast.pipeline import joint_crops
@@ -41,7 +41,7 @@ class StageInputs:
     training split's records."""
 
     cfg: TrainConfig
-    stages: list[inference.Stage]
+    stages: list[links.Stage]
     stats: statistics.DisplacementStats
     _tables: dict = field(default_factory=dict)
 
@@ -105,13 +105,13 @@ def _previous_run_hint(cfg: TrainConfig) -> str:
 
 def prepare(cfg: TrainConfig, manifest: shards.Manifest, *, resume: bool) -> StageInputs:
     """Check a stage s >= 2's inputs and resolve them (module docstring). Raises ``StageSetupError``,
-    ``inference.CascadeError`` or ``statistics.StatsError``, each one line naming the file."""
+    ``links.CascadeError`` or ``statistics.StatsError``, each one line naming the file."""
     try:
         previous = checkpoint.load(cfg.previous)
     except checkpoint.CheckpointError as e:
         raise StageSetupError(f"stage {cfg.stage} is trained on a stage-{cfg.stage - 1} run, and there is none: "
                               f"{e}; {_previous_run_hint(cfg)}") from None
-    stages = inference.chain(previous)
+    stages = links.chain(previous)
     if stages[-1].stage != cfg.stage - 1:
         raise StageSetupError(f"{previous.path}: a stage-{stages[-1].stage} checkpoint; stage {cfg.stage} is "
                               f"trained on stage {cfg.stage - 1}; {_previous_run_hint(cfg)}")
@@ -127,6 +127,6 @@ def prepare(cfg: TrainConfig, manifest: shards.Manifest, *, resume: bool) -> Sta
     elif cfg.stats:
         path = Path(cfg.stats)
     else:
-        path = inference.run_folder(previous) / statistics.default_file(cfg.stage)
+        path = links.run_folder(previous) / statistics.default_file(cfg.stage)
     stats = statistics.load(path, expect)
     return StageInputs(cfg.replace(previous=str(Path(previous.path).resolve())), stages, stats)

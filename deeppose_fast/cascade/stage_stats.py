@@ -13,7 +13,7 @@ import numpy as np
 
 from deeppose_fast import scoring
 from deeppose_fast import skeleton as skeleton_lib
-from deeppose_fast.cascade import inference, statistics
+from deeppose_fast.cascade import inference, links, statistics
 from deeppose_fast.datasets import shards
 
 SPLIT = "train"  # the statistics describe the errors on the people the next stage is trained on
@@ -54,7 +54,7 @@ def fit_run(run: str | os.PathLike, data: str | os.PathLike | None = None, *, ex
         statistics.StatsError: a joint with too few people to fit.
     """
     ckpt, data = scoring.load_checkpoint(run, data, note or echo)
-    stages = inference.chain(ckpt)  # stage 1 first; the run's own stage last
+    stages = links.chain(ckpt)  # stage 1 first; the run's own stage last
     stage = stages[-1].stage + 1
     out = Path(out) if out else Path(run) / statistics.default_file(stage)
     scoring.check_writable(out)

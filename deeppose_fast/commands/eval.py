@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from deeppose_fast import checkpoint, scoring
-from deeppose_fast.cascade import evaluate, inference
+from deeppose_fast.cascade import evaluate, links
 from deeppose_fast.datasets.shards import ShardError
 from deeppose_fast.pipeline.contract import PipelineError
 from deeppose_fast.pipeline.native import NativeBuildError
@@ -34,7 +34,7 @@ def command(snapshot, data, split, extensions, batch_size, limit, out_json, flip
     try:
         sweep = parse_extensions(extensions) if extensions else None
         ckpt = checkpoint.load(snapshot)
-        if inference.stage_of(ckpt) > 1:  # a cascade: every stage, side by side
+        if links.stage_of(ckpt) > 1:  # a cascade: every stage, side by side
             sweep = sweep or (None,)
             if len(sweep) != 1 or flip_test:
                 raise ValueError(f"{ckpt.path}: a cascade is evaluated at one stage-1 extension and without "

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from deeppose_fast import checkpoint, codec, config, train
 from deeppose_fast import model as model_lib
-from deeppose_fast.cascade import evaluate, inference, stage, stage_stats, statistics
+from deeppose_fast.cascade import evaluate, inference, links, stage, stage_stats, statistics
 from deeppose_fast.cli import main
 from deeppose_fast.datasets import shards
 from deeppose_fast.pipeline import reference
@@ -180,7 +180,7 @@ def test_eval_of_a_stage_2_snapshot_runs_the_cascade(project):
     assert all(h[-4:] == ["stage", "1", "stage", "2"] for h in heads), heads
 
     one, two = _independent_stage_2(project, ckpt2)
-    preds = inference.predict(inference.chain(ckpt2), project / "data" / "dots", extension=EXT, batch_size=8)
+    preds = inference.predict(links.chain(ckpt2), project / "data" / "dots", extension=EXT, batch_size=8)
     side = (LSP.torso_diameter(one))[:, None, None]
     np.testing.assert_allclose(preds[0]["pred"], one, atol=2e-3 * side.max())
     np.testing.assert_allclose(preds[1]["pred"], two, atol=2e-2 * side.max())
@@ -197,7 +197,7 @@ def test_a_chain_with_a_missing_link_is_refused(project, tmp_path):
     moved = tmp_path / "s1-moved"
     shutil.move(str(project / "runs" / "s1"), moved)
     try:
-        with pytest.raises(inference.CascadeError, match="stage 1 is missing") as e:
+        with pytest.raises(links.CascadeError, match="stage 1 is missing") as e:
             evaluate.score_cascade(ckpt2, out_json=tmp_path / "x.json", echo=lambda _: None)
         assert str(ckpt2.path) in str(e.value)
         assert not (tmp_path / "x.json").exists()
