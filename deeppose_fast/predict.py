@@ -20,13 +20,14 @@ import os
 import tempfile
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from deeppose_fast import checkpoint, codec, viz
+from deeppose_fast.cascade import links
 from deeppose_fast import skeleton as skeletons
 from deeppose_fast.pipeline.contract import normalize
 from deeppose_fast.specs import AugmentSpec
@@ -48,6 +49,11 @@ class Prediction:
     crop_box: np.ndarray  # (4,) x0, y0, w, h in image pixels
     joints: np.ndarray  # (K, 2) continuous image pixels
     box: tuple[float, float, float, float] | None = None  # the person box x1, y1, x2, y2 given, if any
+    stages: list = field(default_factory=list)  # a cascade: (K, 2) joints after each stage, stage 1 first
+
+    def __post_init__(self):
+        if not self.stages:
+            self.stages = [self.joints]
 
 
 def check_image_path(path: str | os.PathLike) -> Path:
@@ -181,6 +187,29 @@ def predict_images(model, images, *, boxes=None, extension: float = AugmentSpec(
     return out
 
 
+def refine_images(model, preds: list[Prediction], *, sigma: float, skeleton_name: str,
+                  batch_size: int = 32) -> list[Prediction]:
+    """One cascade stage on predictions ``preds`` (``cascade.links``; Toshev & Szegedy 2014, section 3.2):
+    every joint re-estimated from a square crop about it of side ``sigma`` times the torso diameter of the
+    current estimate (``links.crop_sides``), cut as the training pipeline cuts joint crops (not clipped to
+    the image: the border pixels repeat), through ``model``, whose output pair ``k`` is joint ``k``'s.
+    Returns new ``Prediction``s (the same images, crop and person boxes)."""
+    size = int(model.input_shape[1])
+    sk = skeletons.get(skeleton_name)
+    out = []
+    for pred in preds:
+        image = read_image(pred.image)
+        k = len(pred.joints)
+        side = float(links.crop_sides(pred.joints[None], sk, sigma, np.array([max(pred.crop_box[2:])]))[0])
+        boxes = np.column_stack([pred.joints - 0.5 * side, np.full((k, 2), side)])  # (K, 4) x0, y0, w, h
+        crops = np.stack([make_crop(image, box, size) for box in boxes])
+        t = np.concatenate([model(crops[i:i + batch_size], training=False).numpy()
+                            for i in range(0, k, batch_size)]).reshape(k, k, 2)[np.arange(k), np.arange(k)]
+        joints = codec.decode(t[:, None, :], boxes)[:, 0]
+        out.append(Prediction(pred.image, pred.crop_box, joints, pred.box, [*pred.stages, joints]))
+    return out
+
+
 def write_outputs(pred: Prediction, skeleton_name: str, out_dir: str | os.PathLike,
                   name: str | None = None) -> tuple[Path, Path]:
     """``<name>.joints.json`` and ``<name>.pose.png`` (``viz.draw_pose``) in ``out_dir``; ``name``
@@ -193,6 +222,9 @@ def write_outputs(pred: Prediction, skeleton_name: str, out_dir: str | os.PathLi
            "box_xyxy": None if pred.box is None else list(pred.box),
            "pixel_convention": "continuous (pixel i covers [i, i+1))",
            "joints": [{"name": n, "x": float(x), "y": float(y)} for n, (x, y) in zip(sk.joint_names, pred.joints)]}
+    if len(pred.stages) > 1:  # a cascade: every stage's estimate, the last = "joints"
+        doc["stages"] = [{"stage": i + 1, "joints": [[float(x), float(y)] for x, y in joints]}
+                         for i, joints in enumerate(pred.stages)]
     json_path = out_dir / f"{name}.joints.json"
     json_path.write_text(json.dumps(doc, indent=2))
     drawn = viz.draw_pose(read_image(pred.image), pred.joints, sk, crop_box=pred.crop_box, box=pred.box)
@@ -203,7 +235,8 @@ def write_outputs(pred: Prediction, skeleton_name: str, out_dir: str | os.PathLi
 def predict_files(snapshot, images, *, box=None, extension: float | None = None,
                   out_dir: str | os.PathLike = "predictions") -> list[tuple[Prediction, Path, Path]]:
     """The ``predict`` command: the joints of the person in each image with ``snapshot`` (checkpoint or run
-    folder), written as ``NAME.joints.json`` and ``NAME.pose.png`` in ``out_dir`` (``output_names``).
+    folder; a cascade stage's runs the whole cascade: ``refine_images``), written as ``NAME.joints.json``
+    and ``NAME.pose.png`` in ``out_dir`` (``output_names``).
 
     Args:
         images: image paths (files); box: one person box ``x1, y1, x2, y2`` for all images, None = the
@@ -217,9 +250,12 @@ def predict_files(snapshot, images, *, box=None, extension: float | None = None,
         check_image_path(image)
     out_dir = check_out_dir(out_dir)
     names = output_names(images)
-    ckpt = checkpoint.load(snapshot)
-    model = checkpoint.build_model(ckpt)
-    preds = predict_images(model, images, boxes=None if box is None else [box] * len(images),
-                           extension=float(extension or ckpt.test_extension))
-    skeleton_name = ckpt.meta.get("skeleton") or "lsp"
+    stages = links.chain(snapshot)  # a cascade stage's snapshot runs every stage up to its own
+    first = stages[0].ckpt
+    preds = predict_images(checkpoint.build_model(first), images, boxes=None if box is None else [box] * len(images),
+                           extension=float(extension or first.test_extension))
+    skeleton_name = first.meta.get("skeleton") or "lsp"
+    for stage in stages[1:]:
+        preds = refine_images(checkpoint.build_model(stage.ckpt), preds, sigma=stage.sigma,
+                              skeleton_name=skeleton_name)
     return [(p, *write_outputs(p, skeleton_name, out_dir, name)) for p, name in zip(preds, names)]

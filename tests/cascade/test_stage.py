@@ -203,3 +203,35 @@ def test_a_chain_with_a_missing_link_is_refused(project, tmp_path):
         assert not (tmp_path / "x.json").exists()
     finally:
         shutil.move(str(moved), project / "runs" / "s1")
+
+
+def test_predict_with_a_stage_2_snapshot_runs_the_cascade(project, tmp_path):
+    from deeppose_fast import predict
+
+    train.train(stage2_cfg(project, "s2-predict"))
+    ckpt2 = checkpoint.load(project / "runs" / "s2-predict")
+    rec = next(shards.iter_records(project / "data" / "dots", "test"))
+    photo = tmp_path / "person.jpg"
+    photo.write_bytes(rec.jpeg)
+    (pred, json_path, png_path), = predict.predict_files(ckpt2, [photo], out_dir=tmp_path / "out")
+    doc = json.loads(json_path.read_text())
+    assert [s["stage"] for s in doc["stages"]] == [1, 2] and cv2.imread(str(png_path)) is not None
+    final = np.array([[j["x"], j["y"]] for j in doc["joints"]])
+    np.testing.assert_array_equal(final, np.array(doc["stages"][1]["joints"]))
+
+    # independently: stage 1 alone, then each joint's crop by the reference rule (codec.joint_crop_geometry,
+    # the OpenCV warp) through the stage-2 network
+    (one,) = predict.predict_images(checkpoint.build_model(checkpoint.load(project / "runs" / "s1")), [photo],
+                                    extension=EXT)
+    np.testing.assert_allclose(np.array(doc["stages"][0]["joints"]), one.joints, atol=1e-4)
+    s2 = checkpoint.build_model(ckpt2)
+    bgr = cv2.imread(str(photo))
+    side = 1.0 * LSP.torso_diameter(one.joints)
+    want = np.empty((14, 2))
+    for k in range(14):
+        g = codec.joint_crop_geometry(np.zeros((14, 4)), bgr.shape, one.joints[k], side, k, size=S)
+        x = reference.warp(bgr, g, size=S)
+        t = s2(tf.constant(x[None]), training=False).numpy().reshape(14, 2)[k]
+        want[k] = codec.decode(t[None], g.crop_box)[0]
+    np.testing.assert_allclose(final, want, atol=1e-2 * side)
+    assert not np.allclose(final, one.joints, atol=1e-3)
