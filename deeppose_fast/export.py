@@ -8,8 +8,11 @@ Signatures (S input size, K joints, B batch):
 - ``predict_image``: ``image`` uint8 (H, W, 3) RGB and ``box`` float32 (4,) ``x0, y0, w, h`` (the crop
   region, e.g. a person box extended by the test extension) -> ``joints`` (K, 2) in image pixels.
 
-``deeppose_fast_export.json`` next to ``saved_model.pb`` records the joint names, skeleton, input size and
-the test extension the network was trained for.
+A cascade stage's snapshot exports the whole cascade (``cascade.links.chain``): both signatures then run
+every later stage after stage 1 (``refine_tf``: a crop about each joint, from the image given; for
+``predict_crops`` the person crop is that image). ``deeppose_fast_export.json`` next to ``saved_model.pb``
+records the joint names, skeleton, input size, the test extension the network was trained for and the
+cascade's stages.
 """
 from __future__ import annotations
 
@@ -22,21 +25,79 @@ import tensorflow as tf
 
 from deeppose_fast import checkpoint
 from deeppose_fast import skeleton as skeletons
+from deeppose_fast.cascade import links
 from deeppose_fast.pipeline.contract import normalize_tf
 
 
-def build_module(model, size: int, num_joints: int):
+def sample_crops(image: tf.Tensor, boxes: tf.Tensor, size: int) -> tf.Tensor:
+    """(N, S, S, 3) float32 bilinear crops of the (H, W, 3) ``image`` over ``boxes`` (N, 4) ``x0, y0, w, h``
+    (continuous pixels: output pixel ``i`` samples ``x0 + (i + 0.5) w / S``), border pixels repeated
+    outside the image, as the pipeline's warp makes a cascade stage's joint crops."""
+    image = tf.cast(image, tf.float32)
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    grid = (tf.range(size, dtype=tf.float32) + 0.5) / float(size)  # (S,)
+    xs = boxes[:, 0:1] + grid[None] * boxes[:, 2:3] - 0.5  # (N, S) index coordinates
+    ys = boxes[:, 1:2] + grid[None] * boxes[:, 3:4] - 0.5
+
+    def corners(v, n):
+        lo = tf.floor(v)
+        frac = v - lo
+        lo = tf.cast(lo, tf.int32)
+        return tf.clip_by_value(lo, 0, n - 1), tf.clip_by_value(lo + 1, 0, n - 1), frac
+
+    x0, x1, fx = corners(xs, w)
+    y0, y1, fy = corners(ys, h)
+
+    def at(yi, xi):  # (N, S, S, 3): image[yi[n, r], xi[n, c]]
+        idx = tf.stack([tf.broadcast_to(yi[:, :, None], [tf.shape(yi)[0], size, size]),
+                        tf.broadcast_to(xi[:, None, :], [tf.shape(xi)[0], size, size])], axis=-1)
+        return tf.gather_nd(image, idx)
+
+    fx, fy = fx[:, None, :, None], fy[:, :, None, None]
+    top = at(y0, x0) * (1 - fx) + at(y0, x1) * fx
+    bottom = at(y1, x0) * (1 - fx) + at(y1, x1) * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def refine_tf(model, image: tf.Tensor, joints: tf.Tensor, *, sigma: float, size: int, num_joints: int,
+              diagonals) -> tf.Tensor:
+    """One cascade stage in TensorFlow (``predict.refine_images``' rule): (K, 2) joints in ``image``'s
+    pixels re-estimated from a crop about each, of side ``sigma`` times the torso diameter (the mean
+    length of the torso ``diagonals``, index pairs) of ``joints``."""
+    a, b = [p[0] for p in diagonals], [p[1] for p in diagonals]
+    diam = tf.reduce_mean(tf.norm(tf.gather(joints, a) - tf.gather(joints, b), axis=-1))
+    side = tf.maximum(sigma * diam, 1.0)
+    boxes = tf.concat([joints - 0.5 * side, tf.fill([num_joints, 2], side)], axis=1)  # (K, 4)
+    t = tf.reshape(model(normalize_tf(sample_crops(image, boxes, size)), training=False), [num_joints, num_joints, 2])
+    own = tf.linalg.diag_part(tf.transpose(t, [2, 0, 1]))  # (2, K): pair k of crop k
+    return boxes[:, :2] + (tf.transpose(own) + 0.5) * side
+
+
+def build_module(model, size: int, num_joints: int, stages=(), diagonals=()):
     """The ``tf.Module`` serving ``model`` (S = ``size``, K = ``num_joints``) with the signatures of the
-    module docstring."""
+    module docstring. ``stages``: a cascade's later stages, ``(model, sigma)`` each, run after ``model``
+    in both signatures (``refine_tf``; ``diagonals``: the skeleton's torso diagonals)."""
     class PoseServing(tf.Module):
         def __init__(self):
             super().__init__()
             self.model = model
+            self.stage_models = [m for m, _ in stages]
+
+        def refine(self, image, joints):
+            for m, (_, sigma) in zip(self.stage_models, stages):
+                joints = refine_tf(m, image, joints, sigma=sigma, size=size, num_joints=num_joints,
+                                   diagonals=diagonals)
+            return joints
 
         @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="images")])
         def predict_crops(self, images):
             t = tf.reshape(self.model(normalize_tf(images), training=False), [-1, num_joints, 2])
-            return {"targets": t, "joints": (t + 0.5) * float(size)}
+            joints = (t + 0.5) * float(size)
+            if stages:  # the cascade inside each person crop
+                joints = tf.map_fn(lambda x: self.refine(x[0], x[1]), (images, joints),
+                                   fn_output_signature=tf.float32)
+                t = joints / float(size) - 0.5
+            return {"targets": t, "joints": joints}
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name="image"),
                                       tf.TensorSpec([4], tf.float32, name="box")])
@@ -54,7 +115,7 @@ def build_module(model, size: int, num_joints: int):
             crop = tf.image.crop_and_resize(tf.cast(image[None], tf.float32), [[y1, x1, y2, x2]], [0],
                                             [size, size], method="bilinear")
             t = tf.reshape(self.model(normalize_tf(crop), training=False), [num_joints, 2])
-            return {"joints": tf.stack([x0, y0]) + (t + 0.5) * tf.stack([bw, bh])}
+            return {"joints": self.refine(image, tf.stack([x0, y0]) + (t + 0.5) * tf.stack([bw, bh]))}
 
     return PoseServing()
 
@@ -164,12 +225,16 @@ def export_savedmodel(snapshot, out_dir: str | os.PathLike, overwrite: bool = Fa
         raise ExportError(f"{out_dir}: cannot create its folder ({e.strerror}); choose another path") from None
     if not os.access(out_dir.parent, os.W_OK):
         raise ExportError(f"{out_dir}: its folder {out_dir.parent} is not writable; choose another path")
-    ckpt = checkpoint.load(snapshot)
+    chain = links.chain(snapshot)  # a cascade stage's snapshot exports the whole cascade
+    ckpt = chain[-1].ckpt
     # Split grouped convolutions serve on any device.
-    model = checkpoint.build_model(ckpt, split_groups=True)
-    size, k = ckpt.model_spec.input_size, ckpt.num_joints
-    module = build_module(model, size, k)
+    first, *later = [checkpoint.build_model(s.ckpt, split_groups=True) for s in chain]
+    size, k = chain[0].ckpt.model_spec.input_size, ckpt.num_joints
     sk_name = ckpt.meta.get("skeleton")
+    if later and any(s.ckpt.model_spec.input_size != size for s in chain):
+        raise ExportError(f"{ckpt.path}: the cascade's stages take different input sizes; export needs one")
+    diagonals = skeletons.get(sk_name).torso_diagonals if later else ()
+    module = build_module(first, size, k, [(m, s.sigma) for m, s in zip(later, chain[1:])], diagonals)
     names = list(skeletons.get(sk_name).joint_names) if sk_name in skeletons.SKELETONS else None
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)  # our own leftover, by its name
@@ -179,7 +244,9 @@ def export_savedmodel(snapshot, out_dir: str | os.PathLike, overwrite: bool = Fa
                                                           "predict_image": module.predict_image})
         (tmp / MARKER).write_text(json.dumps(
             {"checkpoint": str(ckpt.path), "step": ckpt.step, "skeleton": sk_name, "joint_names": names,
-             "num_joints": k, "input_size": size, "test_extension": ckpt.test_extension,
+             "num_joints": k, "input_size": size, "test_extension": chain[0].ckpt.test_extension,
+             "cascade": [{"stage": s.stage, "checkpoint": str(s.ckpt.path), "step": s.ckpt.step,
+                          "sigma": s.sigma} for s in chain],
              "pixel_convention": "continuous (pixel i covers [i, i+1))"}, indent=2))
         _swap_in(tmp, out_dir)
     finally:

@@ -235,3 +235,39 @@ def test_predict_with_a_stage_2_snapshot_runs_the_cascade(project, tmp_path):
         want[k] = codec.decode(t[None], g.crop_box)[0]
     np.testing.assert_allclose(final, want, atol=1e-2 * side)
     assert not np.allclose(final, one.joints, atol=1e-3)
+
+
+def test_export_samples_joint_crops_as_the_opencv_warp():
+    from deeppose_fast import export, predict
+    from deeppose_fast.pipeline.contract import normalize_tf
+
+    rng = np.random.default_rng(2)
+    bgr = rng.integers(0, 256, (50, 70, 3)).astype(np.uint8)
+    boxes = np.array([[10.0, 5.0, 30.0, 30.0], [-20.0, 30.0, 40.0, 40.0], [60.5, -3.2, 17.0, 17.0]])
+    got = normalize_tf(export.sample_crops(tf.constant(bgr[:, :, ::-1].copy()), tf.constant(boxes, tf.float32), 24))
+    for i, box in enumerate(boxes):
+        np.testing.assert_allclose(got[i].numpy(), predict.make_crop(bgr, box, 24), atol=2e-3, err_msg=str(i))
+
+
+def test_export_of_a_stage_2_snapshot_serves_the_cascade(project, tmp_path):
+    from deeppose_fast import export, predict
+
+    train.train(stage2_cfg(project, "s2-export"))
+    ckpt2 = checkpoint.load(project / "runs" / "s2-export")
+    rec = next(shards.iter_records(project / "data" / "dots", "test"))
+    photo = tmp_path / "person.jpg"
+    photo.write_bytes(rec.jpeg)
+    (pred, _, _), = predict.predict_files(ckpt2, [photo], out_dir=tmp_path / "out")
+    out = export.export_savedmodel(ckpt2.path, tmp_path / "exported")
+    marker = json.loads((out / export.MARKER).read_text())
+    assert [s["stage"] for s in marker["cascade"]] == [1, 2]
+    served = tf.saved_model.load(str(out))
+    rgb = cv2.imread(str(photo))[:, :, ::-1].copy()
+    got = served.signatures["predict_image"](image=tf.constant(rgb), box=tf.constant(pred.crop_box, tf.float32))
+    got = got["joints"].numpy()
+    side = LSP.torso_diameter(pred.stages[0])
+    # the served cascade gives predict's final joints (its stage-1 crop resamples a little differently)
+    np.testing.assert_allclose(got, pred.joints, atol=0.02 * side)
+    assert np.abs(got - pred.joints).mean() < np.abs(got - pred.stages[0]).mean()
+    crops = served.signatures["predict_crops"](images=tf.zeros([2, S, S, 3]))
+    assert crops["joints"].shape == (2, 14, 2) and np.isfinite(crops["joints"].numpy()).all()
