@@ -257,10 +257,10 @@ def setup(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
     cache_note, stage_inputs = None, None
     if real_data:
         manifest = shards.Manifest.read(cfg.data)
-        if cfg.stage == 1:
+        if cfg.stage == 1:  # a stage's person crops are stage 1's: ``cascade_stage.prepare`` checks them
             precrop.require_covers(cfg.data, cfg.augment, cfg.model.input_size, manifest=manifest)
-        precrop.require_covers(cfg.data, precrop.eval_augment(cfg.test_extension), cfg.model.input_size,
-                               manifest=manifest)
+            precrop.require_covers(cfg.data, precrop.eval_augment(cfg.test_extension), cfg.model.input_size,
+                                   manifest=manifest)
         num_joints = int(manifest.num_joints)
         skeleton = manifest.skeleton or skeleton
         if cfg.stage == 1:
@@ -295,6 +295,11 @@ def setup(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
         if not resume and dist.is_root() and folder_error is None:
             log.print(f"stage {cfg.stage} of the cascade, on {cfg.previous}; displacement statistics kept in "
                       f"{stage_inputs.save_stats(out)}")
+        c = stage_inputs.coverage
+        if "crops" in c:
+            log.print(f"stored regions: {100 * c['outside']:.1f} % of an epoch's {c['crops']} crops reach beyond "
+                      f"them (at most); {100 * c['upsampled']:.0f} % are upsampled from them (median "
+                      f"{c['stored_per_output']:.2f} stored px per output px)")
         if evaluate_fn is None and cfg.eval_every > 0:
             evaluate_fn = stage_inputs.evaluator(log)
     if real_data and evaluate_fn is None and cfg.eval_every > 0:

@@ -5,7 +5,9 @@
   a run folder or a checkpoint, resolved to one checkpoint, written back into the configuration so that the
   stage's checkpoints name it), its chain down to stage 1, that it was trained on this data set's skeleton,
   and the displacement statistics fitted for exactly that checkpoint and data set (``statistics.load``
-  with ``statistics.stage_source``). On resume, the statistics come from the stage's own run folder
+  with ``statistics.stage_source``), and that the regions ``prepare`` stored hold the stage's crops
+  (``require_coverage``: at most ``COVERAGE_LIMIT`` of them reach beyond, else the ``--ext-max`` that
+  stores enough is named). On resume, the statistics come from the stage's own run folder
   (``OWN_STATS``, written when the run started) and the previous stage is the one recorded.
 - ``StageInputs.dataset_factory``: the joint-crop stream (``joint_crops.stage_train_batches``) per data
   segment, as the loop's ``DatasetFactory`` wants it: exact resume and Horovod's per-rank parts as in
@@ -15,16 +17,18 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from deeppose_fast import checkpoint, scoring
+from deeppose_fast import checkpoint, codec, scoring
+from deeppose_fast import skeleton as skeleton_lib
 from deeppose_fast.cascade import inference, links, statistics
 from deeppose_fast.config import TrainConfig, option
-from deeppose_fast.datasets import shards
+from deeppose_fast.datasets import precrop, shards
 from deeppose_fast.pipeline import joint_crops
 
 OWN_STATS = "cascade-stats.json"  # the statistics a stage's run trains on, in its run folder
@@ -43,6 +47,7 @@ class StageInputs:
     cfg: TrainConfig
     stages: list[links.Stage]
     stats: statistics.DisplacementStats
+    coverage: dict = field(default_factory=dict)  # ``stored_coverage``'s figures
     _tables: dict = field(default_factory=dict)
 
     def table(self, split: str) -> joint_crops.RecordTable:
@@ -98,6 +103,62 @@ class StageInputs:
         return run
 
 
+COVERAGE_LIMIT = 0.05  # the share of a stage's training crops that may reach beyond the stored regions
+
+
+def stored_coverage(table: joint_crops.RecordTable, rule: precrop.PrecropRule, stats: statistics.DisplacementStats,
+                    sigma: float, input_size: int, seed: int = 0) -> dict:
+    """How well the regions ``prepare`` stored serve a stage's crops, on one epoch of simulated training
+    crops (``joint_crops.sample_training_draws``, unflipped).
+
+    Returns ``outside``: the share of crops whose square reaches beyond the region the pre-crop ``rule``
+    stores around its person, where that region does not end at the image's left or top border (the
+    image's width and height are not recorded, so a region ending at the right or bottom border counts as
+    not covering: an upper bound); ``upsampled``: the share of crops with fewer stored pixels than
+    ``input_size`` output pixels along a side, and ``stored_per_output``: the median ratio (for information:
+    a stage crop is smaller than the person crop the resolution was stored for)."""
+    skeleton = skeleton_lib.get(table.info.skeleton)
+    gt, offsets = table.joints(), table.offsets()
+    rows, joints = joint_crops.training_items(gt, skeleton)
+    draws = joint_crops.sample_training_draws(np.random.default_rng(seed), gt, rows, joints, stats, skeleton,
+                                              sigma=sigma, flip=False)
+    boxes = np.array([codec.joint_box(p[np.isfinite(p).all(axis=1)]) for p in gt])  # (N, 4) cx, cy, w, h
+    half = np.stack(rule.half_extents(boxes[:, 2], boxes[:, 3]), axis=1)  # (N, 2)
+    centre_abs = boxes[:, :2] + offsets
+    lo_abs = np.floor(centre_abs - half)
+    lo = np.where(lo_abs > 0, lo_abs - offsets, -np.inf)[rows]  # at the image's border: nothing beyond
+    hi = (np.ceil(centre_abs + half) - offsets)[rows]
+    side = draws[:, 2:3].astype(np.float64)
+    crop_lo, crop_hi = draws[:, :2] - 0.5 * side, draws[:, :2] + 0.5 * side
+    outside = ((crop_lo < lo - 1e-3) | (crop_hi > hi + 1e-3)).any(axis=1)
+    ratio = side[:, 0] * table.meta[rows][:, shards.META_SCALE].min(axis=1) / input_size
+    return {"outside": float(outside.mean()), "upsampled": float((ratio < 1).mean()),
+            "stored_per_output": float(np.median(ratio)), "crops": int(len(rows))}
+
+
+def require_coverage(inputs: StageInputs, manifest: shards.Manifest) -> dict:
+    """Refuse a stage whose crops reach beyond the stored regions too often (``COVERAGE_LIMIT``), naming the
+    ``prepare --ext-max`` that stores enough; return the coverage figures otherwise."""
+    cfg = inputs.cfg
+    rule = precrop.PrecropRule.from_manifest(manifest.precrop)
+    if not rule.enabled:
+        return {"outside": 0.0}
+    table = inputs.table("train")
+    found = stored_coverage(table, rule, inputs.stats, cfg.sigma, cfg.model.input_size, cfg.seed)
+    if found["outside"] <= COVERAGE_LIMIT:
+        return found
+    ext = rule.ext_max
+    while ext < 16 and stored_coverage(table, dataclasses.replace(rule, ext_max=ext), inputs.stats, cfg.sigma,
+                                       cfg.model.input_size, cfg.seed)["outside"] > COVERAGE_LIMIT:
+        ext = round(ext + 0.25, 2)
+    command = shards.rebuild_command(cfg.data, manifest.replace(precrop={**rule.to_dict(), "ext_max": ext}))
+    raise StageSetupError(
+        f"{Path(cfg.data) / shards.MANIFEST}: {100 * found['outside']:.0f} % of stage {cfg.stage}'s training crops "
+        f"(sigma {cfg.sigma:g}) reach beyond the regions prepare stored around each person (ext-max "
+        f"{rule.ext_max:g}; at most {100 * COVERAGE_LIMIT:.0f} % may); prepare the data set again with "
+        f"--ext-max {ext:g}: `{command} --replace`, or lower --sigma")
+
+
 def _previous_run_hint(cfg: TrainConfig) -> str:
     return (f"train stage {cfg.stage - 1} first, or pass its run with {option('previous')} RUN "
             f"(alias --from)")
@@ -129,4 +190,9 @@ def prepare(cfg: TrainConfig, manifest: shards.Manifest, *, resume: bool) -> Sta
     else:
         path = links.run_folder(previous) / statistics.default_file(cfg.stage)
     stats = statistics.load(path, expect)
-    return StageInputs(cfg.replace(previous=str(Path(previous.path).resolve())), stages, stats)
+    first = stages[0].ckpt  # the evaluation's person crops are stage 1's
+    precrop.require_covers(cfg.data, precrop.eval_augment(first.test_extension), first.model_spec.input_size,
+                           manifest=manifest)
+    inputs = StageInputs(cfg.replace(previous=str(Path(previous.path).resolve())), stages, stats)
+    inputs.coverage = require_coverage(inputs, manifest)
+    return inputs

@@ -109,17 +109,23 @@ class PrecropRule:
         """
         valid = np.isfinite(joints).all(axis=1)
         cx, cy, bw, bh = codec.joint_box(joints[valid])
+        hx, hy = self.half_extents(bw, bh)
+        x0, x1 = max(math.floor(cx - hx), 0), min(math.ceil(cx + hx), width)
+        y0, y1 = max(math.floor(cy - hy), 0), min(math.ceil(cy + hy), height)
+        if x1 <= x0 or y1 <= y0:
+            return None
+        return x0, y0, x1, y1
+
+    def half_extents(self, bw, bh):
+        """The region's half-width and half-height about the person box's centre, before rounding and
+        clipping, for box sides ``bw``, ``bh`` (pixels; floats or arrays)."""
         cw, ch = bw * self.ext_max, bh * self.ext_max
         sin = math.sin(math.radians(min(abs(self.rotation), MAX_USEFUL_ROTATION)))
         zoom = 1.0 / max(1.0 - self.scale_jitter, 1e-3)
         # rotated crop's bounding half-extent (|cos| <= 1), enlarged by zoom-out, plus the centre shift
         hx = 0.5 * (cw + ch * sin) * zoom + self.shift * cw + self.margin * bw + self.margin_px
         hy = 0.5 * (ch + cw * sin) * zoom + self.shift * ch + self.margin * bh + self.margin_px
-        x0, x1 = max(math.floor(cx - hx), 0), min(math.ceil(cx + hx), width)
-        y0, y1 = max(math.floor(cy - hy), 0), min(math.ceil(cy + hy), height)
-        if x1 <= x0 or y1 <= y0:
-            return None
-        return x0, y0, x1, y1
+        return hx, hy
 
     def stored_size(self, joints: np.ndarray, region: tuple[int, int, int, int], width: int,
                     height: int) -> tuple[int, int]:

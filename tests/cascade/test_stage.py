@@ -271,3 +271,43 @@ def test_export_of_a_stage_2_snapshot_serves_the_cascade(project, tmp_path):
     assert np.abs(got - pred.joints).mean() < np.abs(got - pred.stages[0]).mean()
     crops = served.signatures["predict_crops"](images=tf.zeros([2, S, S, 3]))
     assert crops["joints"].shape == (2, 14, 2) and np.isfinite(crops["joints"].numpy()).all()
+
+
+def test_stored_coverage_counts_the_crops_beyond_the_rule_s_regions(project):
+    from deeppose_fast.datasets import precrop
+    from deeppose_fast.pipeline import joint_crops
+    from deeppose_fast.pipeline.contract import split_info
+
+    table = joint_crops.RecordTable(split_info(project / "data" / "dots", "train"))
+    stats = statistics.load(project / "runs" / "s1" / statistics.default_file(2))
+    for ext, sigma in ((1.0, 2.0), (2.0, 0.5)):
+        rule = precrop.PrecropRule(ext_max=ext)
+        got = stage.stored_coverage(table, rule, stats, sigma, S, seed=4)
+        # the same epoch of crops, each tested against rule.region of its person in source pixels
+        gt, off = table.joints(), table.offsets()
+        rows, joints = joint_crops.training_items(gt, LSP)
+        draws = joint_crops.sample_training_draws(np.random.default_rng(4), gt, rows, joints, stats, LSP,
+                                                  sigma=sigma, flip=False)
+        out = 0
+        for r, d in zip(rows, draws):
+            x0, y0, x1, y1 = rule.region(gt[r] + off[r], 10 ** 9, 10 ** 9)
+            cx, cy = d[:2] + off[r]
+            half = d[2] / 2
+            left = cx - half < x0 - 1e-3 and x0 > 0
+            top = cy - half < y0 - 1e-3 and y0 > 0
+            out += left or top or cx + half > x1 + 1e-3 or cy + half > y1 + 1e-3
+        assert got["outside"] == pytest.approx(out / len(rows)) and got["crops"] == len(rows)
+    assert stage.stored_coverage(table, precrop.PrecropRule(ext_max=1.0), stats, 3.0, S)["outside"] > 0.5
+
+
+def test_a_stage_whose_crops_leave_the_stored_regions_is_refused(project, tmp_path):
+    data = tmp_path / "dots"
+    shutil.copytree(project / "data" / "dots", data)
+    manifest = json.loads((data / shards.MANIFEST).read_text())
+    manifest["precrop"] = {"enabled": True, "ext_max": EXT, "shift": 0.0}
+    (data / shards.MANIFEST).write_text(json.dumps(manifest))
+    stats = tmp_path / "stats.json"
+    stage_stats.fit_run(project / "runs" / "s1", data, out=stats, batch_size=8, echo=lambda _: None)
+    msg = _expect_refusal(project, "narrow", "reach beyond the regions prepare stored", data=str(data),
+                          stats=str(stats), sigma=4.0)
+    assert str(data / shards.MANIFEST) in msg and "--ext-max" in msg and "--replace" in msg
