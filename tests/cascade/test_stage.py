@@ -205,15 +205,24 @@ def test_a_chain_with_a_missing_link_is_refused(project, tmp_path):
         shutil.move(str(moved), project / "runs" / "s1")
 
 
-def test_predict_with_a_stage_2_snapshot_runs_the_cascade(project, tmp_path):
+def _predict_with_stage_2(project, tmp_path, name):
+    """A stage-2 run ``name``, a test photo of the dot set, and ``predict_files`` on it: ``(checkpoint,
+    photo, (prediction, json path, png path))``."""
     from deeppose_fast import predict
 
-    train.train(stage2_cfg(project, "s2-predict"))
-    ckpt2 = checkpoint.load(project / "runs" / "s2-predict")
+    train.train(stage2_cfg(project, name))
+    ckpt2 = checkpoint.load(project / "runs" / name)
     rec = next(shards.iter_records(project / "data" / "dots", "test"))
     photo = tmp_path / "person.jpg"
     photo.write_bytes(rec.jpeg)
-    (pred, json_path, png_path), = predict.predict_files(ckpt2, [photo], out_dir=tmp_path / "out")
+    (result,) = predict.predict_files(ckpt2, [photo], out_dir=tmp_path / "out")
+    return ckpt2, photo, result
+
+
+def test_predict_with_a_stage_2_snapshot_runs_the_cascade(project, tmp_path):
+    from deeppose_fast import predict
+
+    ckpt2, photo, (pred, json_path, png_path) = _predict_with_stage_2(project, tmp_path, "s2-predict")
     doc = json.loads(json_path.read_text())
     assert [s["stage"] for s in doc["stages"]] == [1, 2] and cv2.imread(str(png_path)) is not None
     final = np.array([[j["x"], j["y"]] for j in doc["joints"]])
@@ -250,14 +259,9 @@ def test_export_samples_joint_crops_as_the_opencv_warp():
 
 
 def test_export_of_a_stage_2_snapshot_serves_the_cascade(project, tmp_path):
-    from deeppose_fast import export, predict
+    from deeppose_fast import export
 
-    train.train(stage2_cfg(project, "s2-export"))
-    ckpt2 = checkpoint.load(project / "runs" / "s2-export")
-    rec = next(shards.iter_records(project / "data" / "dots", "test"))
-    photo = tmp_path / "person.jpg"
-    photo.write_bytes(rec.jpeg)
-    (pred, _, _), = predict.predict_files(ckpt2, [photo], out_dir=tmp_path / "out")
+    ckpt2, photo, (pred, _, _) = _predict_with_stage_2(project, tmp_path, "s2-export")
     out = export.export_savedmodel(ckpt2.path, tmp_path / "exported")
     marker = json.loads((out / export.MARKER).read_text())
     assert [s["stage"] for s in marker["cascade"]] == [1, 2]
