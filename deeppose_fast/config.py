@@ -11,6 +11,12 @@ Presets (DTF = asanakoy/deeppose_tf, whose scripts these reproduce):
 | ``mpii-scratch`` | MPII | random | 1.0-1.2 | |
 | ``synthetic-cpu`` | ./data/synthetic | random | 1.0-1.2 | reduced network, Adam, L1: see below |
 
+Cascade presets ``NAME-stage2`` and ``NAME-stage3`` (of the four reference presets and ``synthetic-cpu``):
+the stage-1 preset's network, optimiser and flips, ``stage`` 2 or 3, ``previous`` = the run of the stage
+before, ``sigma`` 0.6 and ``joint_weights`` "all" (the joint crop's side and every joint in it trained:
+chosen on the synthetic set, README, "The cascade"), from the previous stage's weights
+(``init_previous``), 100k steps (synthetic: 3000 steps, at most 9.5 minutes).
+
 All reference presets: AlexNet 227 px, batch 128, Adagrad lr 0.0005 for the conv and fc variables apart
 (initial accumulator 1e-4), dropout 0.6, shift 0.1, flips, evaluation every 250 steps.
 
@@ -259,10 +265,12 @@ def _stages(name: str, stage1: dict, **settings) -> dict[str, dict[str, Any]]:
 
 # Stages 2-3 of the reference presets (227 px, the stage-1 recipe's optimiser) and of the CPU preset.
 # sigma: chosen on the synthetic set (README, "Cascade").
-PRESETS.update(_stages("lsp-ext-scratch", PRESETS["lsp-ext-scratch"], sigma=1.0, max_steps=100000))
-PRESETS.update(_stages("mpii-scratch", PRESETS["mpii-scratch"], sigma=1.0, max_steps=100000))
-PRESETS.update(_stages("synthetic-cpu", PRESETS["synthetic-cpu"], sigma=1.0, max_steps=3000, max_minutes=9.5,
-                       eval_every=1000))
+# sigma 0.6 and joint_weights "all": measured on the synthetic set (README, "The cascade")
+_CASCADE = dict(sigma=0.6, joint_weights="all")
+for _name in ("lsp-ext-imagenet", "lsp-ext-scratch", "mpii-imagenet", "mpii-scratch"):
+    PRESETS.update(_stages(_name, PRESETS[_name], max_steps=100000, **_CASCADE))
+PRESETS.update(_stages("synthetic-cpu", PRESETS["synthetic-cpu"], max_steps=3000, max_minutes=9.5,
+                       eval_every=1000, **_CASCADE))
 
 
 def preset(name: str, **overrides) -> TrainConfig:
