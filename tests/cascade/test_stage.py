@@ -315,3 +315,13 @@ def test_a_stage_whose_crops_leave_the_stored_regions_is_refused(project, tmp_pa
     msg = _expect_refusal(project, "narrow", "reach beyond the regions prepare stored", data=str(data),
                           stats=str(stats), sigma=4.0)
     assert str(data / shards.MANIFEST) in msg and "--ext-max" in msg and "--replace" in msg
+
+
+def test_eval_cli_runs_a_cascade_at_one_extension(project, monkeypatch):
+    train.train(stage2_cfg(project, "s2-cli"))
+    monkeypatch.chdir(project)
+    r = CliRunner().invoke(main, ["eval", "runs/s2-cli", "--extensions", "1.0:2.0:0.5"])
+    assert r.exit_code == 1 and "one stage-1 extension" in r.output and len(r.output.strip().splitlines()) == 1
+    r = CliRunner().invoke(main, ["eval", "runs/s2-cli", "--batch-size", "8", "--extensions", "1.5"])
+    assert r.exit_code == 0, r.output
+    assert "symmetric_pckh@0.2" in r.output and "eval-test-curves.png" in r.output
