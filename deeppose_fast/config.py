@@ -15,7 +15,7 @@ Cascade presets ``NAME-stage2`` and ``NAME-stage3`` (of the four reference prese
 the stage-1 preset's network, optimiser and flips, ``stage`` 2 or 3, ``previous`` = the run of the stage
 before, ``sigma`` 0.6 and ``joint_weights`` "all" (the joint crop's side and every joint in it trained:
 chosen on the synthetic set, README, "The cascade"), from the previous stage's weights
-(``init_previous``), 100k steps (synthetic: 3000 steps, at most 9.5 minutes).
+(``init_previous``), 100k steps (synthetic: 1500 steps, at most 9.5 minutes).
 
 All reference presets: AlexNet 227 px, batch 128, Adagrad lr 0.0005 for the conv and fc variables apart
 (initial accumulator 1e-4), dropout 0.6, shift 0.1, flips, evaluation every 250 steps.
@@ -269,8 +269,9 @@ def _stages(name: str, stage1: dict, **settings) -> dict[str, dict[str, Any]]:
 _CASCADE = dict(sigma=0.6, joint_weights="all")
 for _name in ("lsp-ext-imagenet", "lsp-ext-scratch", "mpii-imagenet", "mpii-scratch"):
     PRESETS.update(_stages(_name, PRESETS[_name], max_steps=100000, **_CASCADE))
-PRESETS.update(_stages("synthetic-cpu", PRESETS["synthetic-cpu"], max_steps=3000, max_minutes=9.5,
-                       eval_every=1000, **_CASCADE))
+# 1500 steps: better than 3000 on the synthetic set (README, "The cascade"), about 5 minutes here
+PRESETS.update(_stages("synthetic-cpu", PRESETS["synthetic-cpu"], max_steps=1500, max_minutes=9.5,
+                       eval_every=500, **_CASCADE))
 
 
 def preset(name: str, **overrides) -> TrainConfig:
