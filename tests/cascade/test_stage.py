@@ -118,6 +118,13 @@ def test_missing_or_stale_statistics_are_refused(project, tmp_path):
                     stats=str(project / "runs" / "s1" / statistics.default_file(2)))
 
 
+def test_statistics_of_another_data_set_are_refused(project, tmp_path):
+    # the same skeleton, another data set: the statistics were fitted on the stage-1 run's data
+    other = dots.make_dot_dataset(tmp_path / "other", num_train=6, num_test=2, seed=9)
+    msg = _expect_refusal(project, "other-dots", "stale displacement statistics", data=str(other))
+    assert "manifest_sha256" in msg and str(other.resolve()) in msg
+
+
 def test_a_stage_1_run_of_another_skeleton_is_refused(project, tmp_path):
     mpii = dots.make_dot_dataset(tmp_path / "mpii", num_train=4, num_test=2, skeleton="mpii", seed=1)
     msg = _expect_refusal(project, "other-data", "holds mpii poses", data=str(mpii))
