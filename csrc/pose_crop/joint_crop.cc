@@ -36,25 +36,9 @@ void ComputeJointCropGeometry(const float *pose, int K, int64_t H, int64_t W, co
               flipped, 0.0, 1.0, static_cast<int>(joint), params, out);
 }
 
-template <>
-JointCrop<::dali::CPUBackend>::JointCrop(const ::dali::OpSpec &spec)
-    : ::dali::Operator<::dali::CPUBackend>(spec), params_(ReadCropParams(spec, "JointCrop", false)) {}
-
-template <>
-bool JointCrop<::dali::CPUBackend>::SetupImpl(std::vector<::dali::OutputDesc> &output_desc,
-                                             const ::dali::Workspace &ws) {
-  SetupGeometryOutputs("JointCrop", kNumJointDraws, params_, output_desc, ws);
-  return true;
-}
-
-template <>
-void JointCrop<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
-  RunGeometry("JointCrop", ComputeJointCropGeometry, params_, ws);
-}
-
 }  // namespace deeppose_fast
 
-DALI_REGISTER_OPERATOR(JointCrop, ::deeppose_fast::JointCrop<::dali::CPUBackend>, ::dali::CPU);
+DALI_REGISTER_OPERATOR(JointCrop, ::deeppose_fast::JointCrop, ::dali::CPU);
 
 DALI_SCHEMA(JointCrop)
     .DocStr(R"(Crop geometry of one joint in a DeepPose cascade stage (deeppose-fast's native operator).

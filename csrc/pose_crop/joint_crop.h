@@ -36,21 +36,13 @@ void ComputeJointCropGeometry(const float *pose, int num_joints, int64_t height,
                               const float *draws, const float *scale, const CropParams &params,
                               const CropOutputs &out);
 
-template <typename Backend>
-class JointCrop : public ::dali::Operator<Backend> {
- public:
-  explicit JointCrop(const ::dali::OpSpec &spec);
-  JointCrop(const JointCrop &) = delete;
-  JointCrop &operator=(const JointCrop &) = delete;
-  ~JointCrop() override = default;
-
- protected:
-  bool SetupImpl(std::vector<::dali::OutputDesc> &output_desc, const ::dali::Workspace &ws) override;
-  void RunImpl(::dali::Workspace &ws) override;
-
- private:
-  CropParams params_;
+struct JointCropKind {
+  static constexpr const char *kName = "JointCrop";
+  static constexpr int kNumDraws = kNumJointDraws;
+  static constexpr bool kWithShift = false;
+  static constexpr GeometryFn kCompute = ComputeJointCropGeometry;
 };
+using JointCrop = GeometryOperator<JointCropKind>;
 
 }  // namespace deeppose_fast
 

@@ -257,25 +257,9 @@ void RunGeometry(const char *op, GeometryFn geometry, const CropParams &params, 
   }
 }
 
-template <>
-PoseCrop<::dali::CPUBackend>::PoseCrop(const ::dali::OpSpec &spec)
-    : ::dali::Operator<::dali::CPUBackend>(spec), params_(ReadCropParams(spec, "PoseCrop", true)) {}
-
-template <>
-bool PoseCrop<::dali::CPUBackend>::SetupImpl(std::vector<::dali::OutputDesc> &output_desc,
-                                            const ::dali::Workspace &ws) {
-  SetupGeometryOutputs("PoseCrop", kNumDraws, params_, output_desc, ws);
-  return true;
-}
-
-template <>
-void PoseCrop<::dali::CPUBackend>::RunImpl(::dali::Workspace &ws) {
-  RunGeometry("PoseCrop", ComputeCropGeometry, params_, ws);
-}
-
 }  // namespace deeppose_fast
 
-DALI_REGISTER_OPERATOR(PoseCrop, ::deeppose_fast::PoseCrop<::dali::CPUBackend>, ::dali::CPU);
+DALI_REGISTER_OPERATOR(PoseCrop, ::deeppose_fast::PoseCrop, ::dali::CPU);
 
 DALI_SCHEMA(PoseCrop)
     .DocStr(R"(Crop geometry of DeepPose training and evaluation (deeppose-fast's native operator).

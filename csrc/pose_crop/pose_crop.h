@@ -84,21 +84,36 @@ void SetupGeometryOutputs(const char *op, int num_draws, const CropParams &param
 // Runs `geometry` on every sample; a std::invalid_argument becomes a DALI error naming op and sample.
 void RunGeometry(const char *op, GeometryFn geometry, const CropParams &params, ::dali::Workspace &ws);
 
-template <typename Backend>
-class PoseCrop : public ::dali::Operator<Backend> {
+// A DALI CPU operator computing one geometry per sample (PoseCrop, JointCrop). `Kind` names it and gives
+// its geometry: kName (error messages), kNumDraws, kWithShift (reads the `shift` argument) and
+// kCompute (a GeometryFn).
+template <typename Kind>
+class GeometryOperator : public ::dali::Operator<::dali::CPUBackend> {
  public:
-  explicit PoseCrop(const ::dali::OpSpec &spec);
-  PoseCrop(const PoseCrop &) = delete;
-  PoseCrop &operator=(const PoseCrop &) = delete;
-  ~PoseCrop() override = default;
+  explicit GeometryOperator(const ::dali::OpSpec &spec)
+      : ::dali::Operator<::dali::CPUBackend>(spec), params_(ReadCropParams(spec, Kind::kName, Kind::kWithShift)) {}
+  GeometryOperator(const GeometryOperator &) = delete;
+  GeometryOperator &operator=(const GeometryOperator &) = delete;
+  ~GeometryOperator() override = default;
 
  protected:
-  bool SetupImpl(std::vector<::dali::OutputDesc> &output_desc, const ::dali::Workspace &ws) override;
-  void RunImpl(::dali::Workspace &ws) override;
+  bool SetupImpl(std::vector<::dali::OutputDesc> &output_desc, const ::dali::Workspace &ws) override {
+    SetupGeometryOutputs(Kind::kName, Kind::kNumDraws, params_, output_desc, ws);
+    return true;
+  }
+  void RunImpl(::dali::Workspace &ws) override { RunGeometry(Kind::kName, Kind::kCompute, params_, ws); }
 
  private:
   CropParams params_;
 };
+
+struct PoseCropKind {
+  static constexpr const char *kName = "PoseCrop";
+  static constexpr int kNumDraws = ::deeppose_fast::kNumDraws;
+  static constexpr bool kWithShift = true;
+  static constexpr GeometryFn kCompute = ComputeCropGeometry;
+};
+using PoseCrop = GeometryOperator<PoseCropKind>;
 
 }  // namespace deeppose_fast
 
