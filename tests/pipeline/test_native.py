@@ -82,18 +82,26 @@ def test_operator_matches_the_numpy_reference(skeleton, scaled):
     # regions stored at reduced resolution (anisotropic), and one at full resolution
     scales = ([np.float32(rng.uniform(0.2, 1.0, 2)) for _ in samples[:-2]] + [np.float32([1, 1])] * 2
               if scaled else None)
-    matrix, anchor, shape, targets, weights, crop_box = _run_operator(samples, flip_perm=perm, scales=scales)
+    outputs = _run_operator(samples, flip_perm=perm, scales=scales)
     for i, (pose, hw, d) in enumerate(samples):
         g = codec.crop_geometry(pose, hw, d, size=S, flip_perm=perm, scale=None if scales is None else scales[i])
-        assert matrix[i].shape == (2, 3) and targets[i].shape == (skeleton.num_joints, 2)
-        np.testing.assert_array_equal(anchor[i], g.anchor, err_msg=f"sample {i}")
-        np.testing.assert_array_equal(shape[i], g.shape, err_msg=f"sample {i}")
-        np.testing.assert_array_equal(weights[i], g.weights, err_msg=f"sample {i}")
-        np.testing.assert_allclose(targets[i] * S, g.targets * S, atol=1e-4, err_msg=f"sample {i}")
-        np.testing.assert_allclose(crop_box[i], g.crop_box, atol=1e-4, err_msg=f"sample {i}")
-        # the matrix maps the region's pixels to within 1e-4 px of the reference's mapping
+        _assert_sample_matches(outputs, i, g, skeleton.num_joints)
+
+
+def _assert_sample_matches(outputs, i, g: codec.Geometry, num_joints: int, region_matrix: bool = True):
+    """Sample ``i`` of the operator's ``outputs`` equals the reference geometry ``g``: anchor, shape and
+    weights exactly, targets and crop box within 1e-4 px and (``region_matrix``) the matrix maps the
+    region's pixels to within 1e-4 px of the reference's mapping."""
+    matrix, anchor, shape, targets, weights, crop_box = (o[i] for o in outputs)
+    assert matrix.shape == (2, 3) and targets.shape == (num_joints, 2)
+    np.testing.assert_array_equal(anchor, g.anchor, err_msg=f"sample {i}")
+    np.testing.assert_array_equal(shape, g.shape, err_msg=f"sample {i}")
+    np.testing.assert_array_equal(weights, g.weights, err_msg=f"sample {i}")
+    np.testing.assert_allclose(targets * S, g.targets * S, atol=1e-4, err_msg=f"sample {i}")
+    np.testing.assert_allclose(crop_box, g.crop_box, atol=1e-4, err_msg=f"sample {i}")
+    if region_matrix:
         corners = np.array([[0, 0], g.shape, [0, g.shape[1]], [g.shape[0], 0]], np.float64)
-        np.testing.assert_allclose(codec.apply_matrix(matrix[i], corners), codec.apply_matrix(g.matrix, corners),
+        np.testing.assert_allclose(codec.apply_matrix(matrix, corners), codec.apply_matrix(g.matrix, corners),
                                    atol=1e-4, err_msg=f"sample {i}")
 
 
@@ -221,22 +229,14 @@ def test_joint_crop_operator_matches_the_numpy_reference(skeleton, scaled, regio
     rng = np.random.default_rng(11)
     perm = skeleton.flip_permutation
     samples, scales = _random_joint_samples(rng, 240, skeleton, scaled)
-    matrix, anchor, shape, targets, weights, crop_box = _run_operator(
-        samples, flip_perm=perm, scales=scales, region_relative=region_relative, op="joint_crop")
+    outputs = _run_operator(samples, flip_perm=perm, scales=scales, region_relative=region_relative,
+                            op="joint_crop")
+    matrix, weights = outputs[0], outputs[4]
     weighted = 0
     for i, (pose, hw, d) in enumerate(samples):
         g = _joint_reference(pose, hw, d, perm, None if scales is None else scales[i])
-        assert matrix[i].shape == (2, 3) and targets[i].shape == (skeleton.num_joints, 2)
-        np.testing.assert_array_equal(anchor[i], g.anchor, err_msg=f"sample {i}")
-        np.testing.assert_array_equal(shape[i], g.shape, err_msg=f"sample {i}")
-        np.testing.assert_array_equal(weights[i], g.weights, err_msg=f"sample {i}")
-        np.testing.assert_allclose(targets[i] * S, g.targets * S, atol=1e-4, err_msg=f"sample {i}")
-        np.testing.assert_allclose(crop_box[i], g.crop_box, atol=1e-4, err_msg=f"sample {i}")
-        if region_relative:  # the region's pixels map to within 1e-4 px of the reference's mapping
-            corners = np.array([[0, 0], g.shape, [0, g.shape[1]], [g.shape[0], 0]], np.float64)
-            np.testing.assert_allclose(codec.apply_matrix(matrix[i], corners),
-                                       codec.apply_matrix(g.matrix, corners), atol=1e-4, err_msg=f"sample {i}")
-        else:  # the whole JPEG's pixels: the reference with the region offset undone (float32 entries)
+        _assert_sample_matches(outputs, i, g, skeleton.num_joints, region_matrix=region_relative)
+        if not region_relative:  # whole-JPEG pixels: the reference, region offset undone (float32 entries)
             corners = np.array([[0, 0], [hw[1], 0], [0, hw[0]], [hw[1], hw[0]]], np.float64)
             want = codec.full_frame_matrix(g)
             bound = 1e-4 + 4 * np.finfo(np.float32).eps * (np.abs(want[:, :2]) @ [hw[1], hw[0]]
