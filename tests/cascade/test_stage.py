@@ -8,21 +8,19 @@ import json
 import shutil
 
 import cv2
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
 from deeppose_fast import checkpoint, codec, config, train
-from deeppose_fast import model as model_lib
 from deeppose_fast.cascade import evaluate, inference, links, stage, stage_stats, statistics
 from deeppose_fast.cli import main
 from deeppose_fast.datasets import shards
 from deeppose_fast.pipeline import reference
 from deeppose_fast.skeleton import LSP
 from deeppose_fast.specs import ModelSpec
-from deeppose_fast.testing import dots
+from deeppose_fast.testing import dots, runs
 
 S = 67
 EXT = 1.5
@@ -35,12 +33,9 @@ def project(tmp_path_factory):
     statistics, fitted by ``cascade-stats``' code."""
     root = tmp_path_factory.mktemp("cascade")
     dots.make_dot_dataset(root / "data" / "dots", num_train=12, num_test=4, records_per_shard=5, seed=3)
-    keras.utils.set_random_seed(0)
-    net = model_lib.build(SPEC, 14)
-    meta = {"num_joints": 14, "skeleton": "lsp", "model": SPEC.to_dict(),
-            "config": {"data": str(root / "data" / "dots"), "out": str(root / "runs" / "s1"),
-                       "eval_extension": EXT}}
-    checkpoint.save(root / "runs" / "s1" / "checkpoints", 7, {"model": net.variables}, meta)
+    runs.save_initial_run(root / "runs" / "s1", SPEC, step=7,
+                          config={"data": str(root / "data" / "dots"), "out": str(root / "runs" / "s1"),
+                                  "eval_extension": EXT})
     stage_stats.fit_run(root / "runs" / "s1", batch_size=8, echo=lambda _: None)
     return root
 

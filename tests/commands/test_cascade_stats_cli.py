@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import json
 
-import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from deeppose_fast import checkpoint, model as model_lib, scoring
+from deeppose_fast import checkpoint, scoring
 from deeppose_fast import skeleton as skeleton_lib
 from deeppose_fast.cascade import statistics
 from deeppose_fast.cli import main
 from deeppose_fast.datasets import shards
 from deeppose_fast.specs import ModelSpec
-from deeppose_fast.testing import dots
+from deeppose_fast.testing import dots, runs
 
 S = 67
 EXT = 1.5  # the run's recorded test crop extension (eval_extension), which the command must use
@@ -27,12 +26,8 @@ def project(tmp_path_factory):
     """``data/dots`` (train 5 people, test 3) and ``runs/tiny`` with one checkpoint recording both."""
     root = tmp_path_factory.mktemp("project")
     dots.make_dot_dataset(root / "data" / "dots", num_train=5, num_test=3, records_per_shard=4, seed=2)
-    keras.utils.set_random_seed(0)
-    spec = ModelSpec(input_size=S, width=0.25, fc_units=8, dropout=0.0)
-    model = model_lib.build(spec, 14)
-    meta = {"num_joints": 14, "skeleton": "lsp", "model": spec.to_dict(),
-            "config": {"data": "data/dots", "out": "runs/tiny", "eval_extension": EXT}}
-    checkpoint.save(root / "runs" / "tiny" / "checkpoints", 7, {"model": model.variables}, meta)
+    runs.save_initial_run(root / "runs" / "tiny", ModelSpec(input_size=S, width=0.25, fc_units=8, dropout=0.0),
+                          step=7, config={"data": "data/dots", "out": "runs/tiny", "eval_extension": EXT})
     return root
 
 

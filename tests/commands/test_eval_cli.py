@@ -6,16 +6,15 @@ from __future__ import annotations
 import json
 import shutil
 
-import keras
 import pytest
 from click.testing import CliRunner
 
-from deeppose_fast import checkpoint, model as model_lib
+from deeppose_fast import checkpoint
 from deeppose_fast.cli import main
 from deeppose_fast.datasets import shards
 from deeppose_fast.datasets.precrop import PrecropRule
 from deeppose_fast.specs import ModelSpec
-from deeppose_fast.testing import dots
+from deeppose_fast.testing import dots, runs
 
 S = 67
 SWEEP_STARTED = "=== extension"  # what score_checkpoint prints once the first extension is scored
@@ -27,12 +26,8 @@ def project(tmp_path_factory):
     checkpoint whose config records both as relative paths."""
     root = tmp_path_factory.mktemp("project")
     dots.make_dot_dataset(root / "data" / "dots", num_train=4, num_test=6, records_per_shard=4, seed=1)
-    keras.utils.set_random_seed(0)
-    spec = ModelSpec(input_size=S, width=0.25, fc_units=8, dropout=0.0)
-    model = model_lib.build(spec, 14)
-    meta = {"num_joints": 14, "skeleton": "lsp", "model": spec.to_dict(),
-            "config": {"data": "data/dots", "out": "runs/tiny"}}
-    checkpoint.save(root / "runs" / "tiny" / "checkpoints", 1, {"model": model.variables}, meta)
+    runs.save_initial_run(root / "runs" / "tiny", ModelSpec(input_size=S, width=0.25, fc_units=8, dropout=0.0),
+                          step=1, config={"data": "data/dots", "out": "runs/tiny"})
     return root
 
 

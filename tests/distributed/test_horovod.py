@@ -16,15 +16,13 @@ import textwrap
 from pathlib import Path
 
 import horovod.tensorflow  # noqa: F401  (required: a broken install fails here instead of skipping)
-import keras
 import numpy as np
 import pytest
 
 from deeppose_fast import checkpoint
-from deeppose_fast import model as model_lib
 from deeppose_fast.cascade import stage_stats
 from deeppose_fast.specs import ModelSpec
-from deeppose_fast.testing import dots
+from deeppose_fast.testing import dots, runs
 
 pytestmark = pytest.mark.distributed
 
@@ -189,11 +187,8 @@ else:  # one process, the union of the two ranks' first batches
 def test_one_stage_2_step_on_two_ranks_equals_one_step_on_the_union(tmp_path):
     project = tmp_path / "project"
     dots.make_dot_dataset(project / "data" / "dots", num_train=16, num_test=2, records_per_shard=5, seed=4)
-    keras.utils.set_random_seed(1)
-    net = model_lib.build(STAGE_SPEC, 14)
-    meta = {"num_joints": 14, "skeleton": "lsp", "model": STAGE_SPEC.to_dict(),
-            "config": {"data": str(project / "data" / "dots"), "eval_extension": 1.5}}
-    checkpoint.save(project / "runs" / "s1" / "checkpoints", 3, {"model": net.variables}, meta)
+    runs.save_initial_run(project / "runs" / "s1", STAGE_SPEC, step=3, seed=1,
+                          config={"data": str(project / "data" / "dots"), "eval_extension": 1.5})
     stage_stats.fit_run(project / "runs" / "s1", batch_size=8, echo=lambda _: None)
     script = tmp_path / "step.py"
     script.write_text(textwrap.dedent(STAGE_STEP_SCRIPT))
