@@ -276,7 +276,11 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["stats.json"]
 
 
-def _one_line_naming(e, path):
+def _load_error(path, error=st.StatsError, **kwargs) -> str:
+    """The message of the ``error`` that ``st.load(path, **kwargs)`` raises, checked to be one line naming
+    the file and the refit command."""
+    with pytest.raises(error) as e:
+        st.load(path, **kwargs)
     text = str(e.value)
     assert "\n" not in text and str(path) in text and st.REFIT_COMMAND in text
     return text
@@ -284,14 +288,10 @@ def _one_line_naming(e, path):
 
 def test_load_errors_name_the_file_and_the_refit(tmp_path):
     path = tmp_path / "stats.json"
-    with pytest.raises(st.StatsError) as e:
-        st.load(path)
-    assert "not fitted yet" in _one_line_naming(e, path)
+    assert "not fitted yet" in _load_error(path)
 
     path.write_text('{"format": "deeppose-fast-cascade-stats/1", "mean": [1, 2')
-    with pytest.raises(st.StatsError) as e:
-        st.load(path)
-    assert "not valid JSON" in _one_line_naming(e, path)
+    assert "not valid JSON" in _load_error(path)
 
     s = _random_stats(np.random.default_rng(10))
     good = s.to_dict()
@@ -302,17 +302,11 @@ def test_load_errors_name_the_file_and_the_refit(tmp_path):
                           (dict(joint_names=list(MPII.joint_names[:14])), "joint_names"),
                           (dict(count=["two"] * SK.num_joints), "count: not an array of numbers")):
         path.write_text(json.dumps({**good, **change}))
-        with pytest.raises(st.StatsError) as e:
-            st.load(path)
-        assert words in _one_line_naming(e, path), change
+        assert words in _load_error(path), change
     path.write_text(json.dumps({k: v for k, v in good.items() if k != "cov"}))
-    with pytest.raises(st.StatsError) as e:
-        st.load(path)
-    assert "missing field(s) cov" in _one_line_naming(e, path)
+    assert "missing field(s) cov" in _load_error(path)
     path.write_text("[]")
-    with pytest.raises(st.StatsError) as e:
-        st.load(path)
-    assert "expected a JSON object" in _one_line_naming(e, path)
+    assert "expected a JSON object" in _load_error(path)
 
 
 def test_stale_statistics_are_refused(tmp_path):
@@ -324,9 +318,7 @@ def test_stale_statistics_are_refused(tmp_path):
                           (dict(manifest_sha256="b" * 64), f"manifest_sha256 '{'a' * 64}' where '{'b' * 64}'"),
                           (dict(stage=3), "stage 2 where 3 was expected"),
                           (dict(extra="x"), "extra (none) where 'x' was expected")):
-        with pytest.raises(st.StaleStatsError) as e:
-            st.load(path, expect={**src, **change})
-        text = _one_line_naming(e, path)
+        text = _load_error(path, st.StaleStatsError, expect={**src, **change})
         assert "stale" in text and words in text, text
     assert st.load(path).source == src  # no expectation: any source
 
