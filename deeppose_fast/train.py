@@ -178,6 +178,7 @@ class Run:
     bar: object = None  # the progress bar while ``loop`` runs
     commit: Callable | None = None  # elastic: commits the state in memory (``loop`` calls it)
     folder_error: RunFolderError | None = None  # elastic: rank 0's run-folder verdict, shared later
+    init_from: checkpoint.Checkpoint | None = None  # a cascade stage: stage s-1's checkpoint, already read
 
     def __post_init__(self):
         self.ckpt_dir = Path(self.cfg.out) / "checkpoints"
@@ -257,16 +258,15 @@ def setup(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
     cache_note, stage_inputs = None, None
     if real_data:
         manifest = shards.Manifest.read(cfg.data)
-        if cfg.stage == 1:  # a stage's person crops are stage 1's: ``cascade_stage.prepare`` checks them
-            precrop.require_covers(cfg.data, cfg.augment, cfg.model.input_size, manifest=manifest)
-            precrop.require_covers(cfg.data, precrop.eval_augment(cfg.test_extension), cfg.model.input_size,
-                                   manifest=manifest)
         num_joints = int(manifest.num_joints)
         skeleton = manifest.skeleton or skeleton
         if cfg.stage == 1:
+            precrop.require_covers(cfg.data, cfg.augment, cfg.model.input_size, manifest=manifest)
+            precrop.require_covers(cfg.data, precrop.eval_augment(cfg.test_extension), cfg.model.input_size,
+                                   manifest=manifest)
             cache_mb, cache_note = dali.decode_cache_plan(cfg.data, manifest, "train", cfg.decode_cache_gb)
             dataset_factory = dali_dataset_factory(cfg, cache_mb)
-        else:  # a cascade stage: joint crops about simulated estimates (``cascade.stage``)
+        else:  # a cascade stage: joint crops about simulated estimates, its checks (``cascade.stage``)
             stage_inputs = cascade_stage.prepare(cfg, manifest, resume=resume)
             cfg = stage_inputs.cfg  # ``previous`` resolved to one checkpoint
             dataset_factory = stage_inputs.dataset_factory()
@@ -306,7 +306,7 @@ def setup(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
         evaluate_fn = default_evaluator(cfg, log)
     state = build_state(cfg, num_joints, dist.size())
     return Run(cfg, state, dataset_factory, log, num_joints, skeleton, resumed, evaluate_fn,
-               folder_error=folder_error)
+               folder_error=folder_error, init_from=stage_inputs.stages[-1].ckpt if stage_inputs else None)
 
 
 def restore(run: Run) -> None:
@@ -334,10 +334,8 @@ def restore(run: Run) -> None:
         loaded = weights_lib.load_imagenet(state.model, cfg.weights)
         log.print(f"initialised {', '.join(loaded)} from {cfg.weights}")
     elif cfg.stage >= 2 and cfg.init_previous:
-        previous = checkpoint.load(cfg.previous)
-        if previous.model_spec != cfg.model:
-            raise ValueError(f"{previous.path}: stage {cfg.stage - 1}'s network ({previous.model_spec}) is not this "
-                             f"stage's ({cfg.model}); train this stage from scratch with --no-init-previous")
+        previous = run.init_from or checkpoint.load(cfg.previous)  # read by ``setup``, unless data were given
+        cascade_stage.check_initial_network(cfg, previous)
         checkpoint.assign(previous, "model", state.model.variables)
         log.print(f"initialised the network from stage {cfg.stage - 1}'s {previous.path}")
 

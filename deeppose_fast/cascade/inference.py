@@ -40,14 +40,13 @@ def refine(model, table: joint_crops.RecordTable, rows: np.ndarray, pred: np.nda
                       np.zeros(n * k), joint], axis=1)
     input_size = int(model.input_shape[1])
     infer = scoring.inference_fn(model)
-    out = []
+    out, done = [], 0
     for batch in joint_crops.crop_batches(table, np.repeat(rows, k), draws, batch_size=batch_size,
                                           input_size=input_size, num_threads=num_threads):
         t = infer(tf.constant(batch["images"])).numpy().reshape(len(batch["images"]), k, 2)
-        first = sum(len(o) for o in out)
-        own = joint[first:first + len(t)]
-        t_own = t[np.arange(len(t)), own]  # each crop's own joint
+        t_own = t[np.arange(len(t)), joint[done:done + len(t)]]  # each crop's own joint
         out.append(codec.decode(t_own[:, None, :], batch["crop_box"])[:, 0])
+        done += len(t)
     refined = np.concatenate(out).reshape(n, k, 2)
     return refined + offsets[:, None, :]
 
@@ -74,11 +73,19 @@ def predict(stages: list[Stage], data: str | os.PathLike | SplitInfo, *, extensi
     if not np.array_equal(person, first["person_index"]):  # the two readers disagree on the order
         raise CascadeError(f"{info.shard_dir}: split {split!r}: the shards' records are not in the order the "
                            f"evaluation reads them; {info.rebuild_hint}")
-    fallback = first["crop_box"][:, 2:].max(axis=1)
-    pred = first["pred"]
     for stage, model in zip(stages[1:], models[1:]):
-        pred = refine(model, table, rows, pred, sigma=stage.sigma, fallback=fallback, batch_size=batch_size,
-                      num_threads=num_threads)
-        results.append({**first, "pred": pred, "targets_pred": codec.encode(pred, first["crop_box"]),
-                        "pose_loss": float("nan")})
+        results.append(next_stage(model, table, results[-1], sigma=stage.sigma, batch_size=batch_size,
+                                  num_threads=num_threads))
     return results
+
+
+def next_stage(model, table: joint_crops.RecordTable, previous: dict, *, sigma: float, batch_size: int = 128,
+               num_threads: int = 2) -> dict:
+    """A stage's predictions from the previous stage's (``predict``'s dicts, of the first N records of
+    ``table``): ``pred`` refined (``refine``; the crop side falls back on the stage-1 crop box's longer side),
+    ``targets_pred`` its estimates in the stage-1 crop's frame, no ``pose_loss``; the labels unchanged."""
+    rows = np.arange(len(previous["pred"]))
+    pred = refine(model, table, rows, previous["pred"], sigma=sigma,
+                  fallback=previous["crop_box"][:, 2:].max(axis=1), batch_size=batch_size, num_threads=num_threads)
+    return {**previous, "pred": pred, "targets_pred": codec.encode(pred, previous["crop_box"]),
+            "pose_loss": float("nan")}

@@ -51,7 +51,7 @@ def chain(snapshot, *, stop: int = 1) -> list[Stage]:
         (its checkpoint was deleted or moved), is not of the stage before, or was trained for other joints.
     """
     ckpt = snapshot if isinstance(snapshot, checkpoint.Checkpoint) else checkpoint.load(snapshot)
-    links = [Stage(stage_of(ckpt), ckpt, float(ckpt.meta.get("config", {}).get("sigma", 0.0)))]
+    links = [_link(ckpt)]
     while links[0].stage > stop:
         child = links[0]
         previous = child.config.get("previous") or ""
@@ -69,8 +69,13 @@ def chain(snapshot, *, stop: int = 1) -> list[Stage]:
         if parent.num_joints != child.ckpt.num_joints:
             raise CascadeError(f"{child.ckpt.path}: {child.ckpt.num_joints} joints, its previous stage "
                                f"{parent.path} {parent.num_joints}")
-        links.insert(0, Stage(child.stage - 1, parent, float(parent.meta.get("config", {}).get("sigma", 0.0))))
+        links.insert(0, _link(parent))
     return links
+
+
+def _link(ckpt: checkpoint.Checkpoint) -> Stage:
+    """The ``Stage`` a checkpoint is: its stage and crop side, from the configuration it records."""
+    return Stage(stage_of(ckpt), ckpt, float(ckpt.meta.get("config", {}).get("sigma", 0.0)))
 
 
 def crop_sides(pred: np.ndarray, skeleton: skeleton_lib.Skeleton, sigma: float,

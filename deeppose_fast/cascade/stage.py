@@ -41,8 +41,8 @@ class StageSetupError(ValueError):
 @dataclass
 class StageInputs:
     """What a stage's training needs besides the stage-1 loop: the configuration with ``previous``
-    resolved, the earlier stages (stage 1 first), the displacement law and (built on first use) the
-    training split's records."""
+    resolved, the earlier stages (stage 1 first; their checkpoints hold the networks' weights only, not the
+    optimiser slots), the displacement law and (built on first use) the split's records."""
 
     cfg: TrainConfig
     stages: list[links.Stage]
@@ -85,11 +85,8 @@ class StageInputs:
                                                     batch_size=cfg.eval_batch_size, limit=cfg.eval_limit,
                                                     num_threads=cfg.num_threads, table=self.table("test"))[-1]
             before = cache["before"]
-            rows = np.arange(len(before["pred"]))
-            pred = inference.refine(model, self.table("test"), rows, before["pred"], sigma=cfg.sigma,
-                                    fallback=before["crop_box"][:, 2:].max(axis=1),
-                                    batch_size=cfg.eval_batch_size, num_threads=cfg.num_threads)
-            now = {**before, "pred": pred, "pose_loss": float("nan")}
+            now = inference.next_stage(model, self.table("test"), before, sigma=cfg.sigma,
+                                       batch_size=cfg.eval_batch_size, num_threads=cfg.num_threads)
             reports = [scoring.make_report(p, info, extension, t0) for p in (before, now)]
             log.print(f"--- step {step}: test split, stage {cfg.stage - 1} -> stage {cfg.stage}, "
                       f"{reports[1]['num_people']} people, {time.time() - t0:.1f} s")
@@ -159,6 +156,19 @@ def require_coverage(inputs: StageInputs, manifest: shards.Manifest) -> dict:
         f"--ext-max {ext:g}: `{command} --replace`, or lower --sigma")
 
 
+def check_initial_network(cfg: TrainConfig, previous: checkpoint.Checkpoint) -> None:
+    """Refuse to start a stage from stage s-1's weights (``init_previous``) when its network differs."""
+    if previous.model_spec != cfg.model:
+        raise StageSetupError(f"{previous.path}: stage {cfg.stage - 1}'s network ({previous.model_spec}) is not "
+                              f"this stage's ({cfg.model}); train this stage from scratch with --no-init-previous")
+
+
+def _weights_only(ckpt: checkpoint.Checkpoint) -> checkpoint.Checkpoint:
+    """The checkpoint with its network's variables only (the run keeps it: the optimiser slots are
+    twice the weights again and never used)."""
+    return dataclasses.replace(ckpt, arrays={"model": ckpt.arrays["model"]})
+
+
 def _previous_run_hint(cfg: TrainConfig) -> str:
     return (f"train stage {cfg.stage - 1} first, or pass its run with {option('previous')} RUN "
             f"(alias --from)")
@@ -193,6 +203,9 @@ def prepare(cfg: TrainConfig, manifest: shards.Manifest, *, resume: bool) -> Sta
     first = stages[0].ckpt  # the evaluation's person crops are stage 1's
     precrop.require_covers(cfg.data, precrop.eval_augment(first.test_extension), first.model_spec.input_size,
                            manifest=manifest)
+    if cfg.init_previous and not resume:
+        check_initial_network(cfg, previous)
+    stages = [dataclasses.replace(s, ckpt=_weights_only(s.ckpt)) for s in stages]
     inputs = StageInputs(cfg.replace(previous=str(Path(previous.path).resolve())), stages, stats)
     inputs.coverage = require_coverage(inputs, manifest)
     return inputs

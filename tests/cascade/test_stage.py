@@ -327,3 +327,8 @@ def test_eval_cli_runs_a_cascade_at_one_extension(project, monkeypatch):
     r = CliRunner().invoke(main, ["eval", "runs/s2-cli", "--batch-size", "8", "--extensions", "1.5"])
     assert r.exit_code == 0, r.output
     assert "symmetric_pckh@0.2" in r.output and "eval-test-curves.png" in r.output
+
+
+def test_a_stage_2_of_another_network_cannot_start_from_stage_1(project):
+    msg = _expect_refusal(project, "other-net", "--no-init-previous", fc_units=16)
+    assert str(checkpoint.load(project / "runs" / "s1").path) in msg
