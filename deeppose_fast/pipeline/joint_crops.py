@@ -137,31 +137,26 @@ def joint_crop_graph(*, source, flip_perm: list[int], size: int, device: str, la
 def _pipeline(info: SplitInfo, source, *, batch_size: int, input_size: int, device: str = "auto",
               layout: str = "NHWC", dtype: str = "float32", num_threads: int = 2, device_id: int | None = None,
               normalize: bool = True, decode: str = "auto"):
-    if batch_size < 1 or input_size < 1:
-        raise ValueError(f"batch_size and input_size must be >= 1, got {batch_size} and {input_size}")
-    if layout not in dali.LAYOUTS or dtype not in dali.DTYPES:
-        raise ValueError(f"layout must be one of {dali.LAYOUTS} and dtype one of {dali.DTYPES}")
+    dali._check_args(batch_size, input_size, layout, dtype, 0, 1)
     device = resolve_device(device)
     decode = dali.resolve_decode(decode, device)
     native.load()
     pipe = joint_crop_graph(source=source, flip_perm=list(info.flip_perm), size=input_size, device=device,
                             layout=layout, dtype=dtype, normalize=normalize, decode=decode,
                             batch_size=batch_size, num_threads=num_threads,
-                            device_id=(0 if device_id is None else device_id) if device == "gpu" else None,
+                            device_id=dali._device_id(device, device_id),
                             seed=0, prefetch_queue_depth=2)
     dali._build(pipe, info)
     return pipe
 
 
 def _run(pipe, info: SplitInfo) -> dict | None:
-    """One batch as NumPy arrays (``OUTPUTS``), None when the source is exhausted."""
+    """One batch as NumPy arrays (``OUTPUTS``), None when the source is exhausted; DALI's failures as
+    ``dali._run`` reports them (naming the shard or record at fault)."""
     try:
-        outputs = pipe.run()
+        outputs = dali._run(pipe, info)
     except StopIteration:
         return None
-    except RuntimeError as e:
-        raise PipelineError(f"{info.shard_dir}: split {info.split!r}: cutting joint crops failed: "
-                            f"{str(e).splitlines()[0]}") from None
     return {n: dali.to_numpy(o) for n, o in zip(OUTPUTS, outputs)}
 
 
