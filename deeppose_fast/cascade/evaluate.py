@@ -18,18 +18,21 @@ from deeppose_fast.cascade import inference, links
 FINE_THRESHOLD = 0.2  # the fine threshold the cascade is judged at (symmetric PCKh@0.2, dtf protocol)
 
 
-def fine_scores(preds: dict, dataset: str) -> dict:
+def fine_scores(preds: dict, report: dict) -> dict:
     """The figures a refinement stage should move: symmetric PCKh at ``FINE_THRESHOLD`` and 0.5 and the
-    PCKh curve's AUC (dtf protocol; NaN where not computable)."""
-    out = {}
-    for threshold in (FINE_THRESHOLD, 0.5):
-        result = metrics.evaluate(preds["pred"], preds["gt"], dataset=dataset, protocol="dtf",
-                                  head_box=preds["head_box"], threshold=threshold)
-        table = result.tables.get("Symmetric PCKh")
-        out[f"symmetric_pckh@{threshold:g}"] = float(table.total) if table is not None else math.nan
-        if threshold == 0.5:
-            out["pckh_auc"] = float(result.curve.auc) if result.curve is not None else math.nan
-    return out
+    PCKh curve's AUC (dtf protocol; NaN where not computable). ``report``: ``scoring.make_report`` of
+    ``preds``, whose dtf result (at 0.5) gives the last two."""
+    fine = metrics.evaluate(preds["pred"], preds["gt"], dataset=report["dataset"], protocol="dtf",
+                            head_box=preds["head_box"], threshold=FINE_THRESHOLD)
+    at_half = report["results"].get("dtf")
+    at_half = None if isinstance(at_half, str) else at_half
+
+    def symmetric(result):
+        table = result.tables.get("Symmetric PCKh") if result is not None else None
+        return float(table.total) if table is not None else math.nan
+
+    return {f"symmetric_pckh@{FINE_THRESHOLD:g}": symmetric(fine), "symmetric_pckh@0.5": symmetric(at_half),
+            "pckh_auc": float(at_half.curve.auc) if at_half is not None and at_half.curve is not None else math.nan}
 
 
 def side_by_side(reports: list[dict], stages: list[int]) -> str:
@@ -113,16 +116,16 @@ def score_cascade(snapshot, data=None, *, extension: float | None = None, batch_
     png = out_json.with_name(f"{out_json.stem}-curves.png")
     scoring.check_writable(out_json)
     extension = float(extension if extension is not None else stages[0].ckpt.test_extension)
-    info, _ = scoring.open_for_scoring(stages[0].ckpt, data, split, (extension,))
+    info, first_model = scoring.open_for_scoring(stages[0].ckpt, data, split, (extension,))
     echo(f"cascade of {len(stages)} stages: " + " -> ".join(f"{s.ckpt.path} (step {s.ckpt.step})" for s in stages))
     echo(f"data {data} split {split}, stage 1 extension {extension:g}, joint crops of "
          + ", ".join(f"{s.sigma:g}" for s in stages[1:]) + " torso diameters")
     t0 = time.time()
     preds = inference.predict(stages, info, extension=extension, split=split, batch_size=batch_size, limit=limit,
-                              num_threads=num_threads)
+                              num_threads=num_threads, models=[first_model])
     reports = [scoring.make_report(p, info, extension, t0) for p in preds]
     numbers = [s.stage for s in stages]
-    fine = [fine_scores(p, info.skeleton) for p in preds]
+    fine = [fine_scores(p, r) for p, r in zip(preds, reports)]
     echo(side_by_side(reports, numbers))
     echo(fine_table(fine, numbers))
     title = f"{ckpt.path}: {info.skeleton} {split}, {reports[0]['num_people']} people"

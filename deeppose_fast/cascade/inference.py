@@ -58,10 +58,11 @@ def predict(stages: list[Stage], data: str | os.PathLike | SplitInfo, *, extensi
     (``pred`` replaced by the stage's; ``targets_pred`` its estimates in the stage-1 crop's frame).
 
     Stage 1 runs on the test crops of box extension ``extension``; each next stage on the joint crops about
-    the previous estimates. ``models``: the stages' networks already built (default: built from
-    ``stages``); ``table``: the split's records already read."""
+    the previous estimates. ``models``: the first stages' networks already built (the others are built
+    from ``stages``); ``table``: the split's records already read."""
     info = scoring.open_split(data, split)
-    models = models or [checkpoint.build_model(s.ckpt, expect_joints=info.num_joints) for s in stages]
+    models = list(models or [])
+    models += [checkpoint.build_model(s.ckpt, expect_joints=info.num_joints) for s in stages[len(models):]]
     first = scoring.predict_split(models[0], info, extension=extension, batch_size=batch_size, split=split,
                                   limit=limit, num_threads=num_threads)
     results = [first]

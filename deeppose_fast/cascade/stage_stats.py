@@ -59,11 +59,11 @@ def fit_run(run: str | os.PathLike, data: str | os.PathLike | None = None, *, ex
     out = Path(out) if out else Path(run) / statistics.default_file(stage)
     scoring.check_writable(out)
     extension = float(extension if extension is not None else stages[0].ckpt.test_extension)
-    info, _ = scoring.open_for_scoring(stages[0].ckpt, data, SPLIT, (extension,))
+    info, first_model = scoring.open_for_scoring(stages[0].ckpt, data, SPLIT, (extension,))
     echo(f"checkpoint {ckpt.path} (step {ckpt.step}, stage {stage - 1}), data {data} split {SPLIT}, "
          f"extension {extension:g}")
     preds = inference.predict(stages, info, extension=extension, split=SPLIT, batch_size=batch_size,
-                              num_threads=num_threads)[-1]
+                              num_threads=num_threads, models=[first_model])[-1]
     source = statistics.stage_source(stage=stage, checkpoint=ckpt.path, step=ckpt.step, data=data)
     try:
         stats = statistics.fit(preds["pred"], preds["gt"], skeleton_lib.get(info.skeleton), source=source)

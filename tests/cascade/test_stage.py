@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
-from deeppose_fast import checkpoint, codec, config, train
+from deeppose_fast import checkpoint, codec, config, metrics, train
 from deeppose_fast.cascade import evaluate, inference, links, stage, stage_stats, statistics
 from deeppose_fast.cli import main
 from deeppose_fast.datasets import shards
@@ -187,10 +187,15 @@ def test_eval_of_a_stage_2_snapshot_runs_the_cascade(project):
     np.testing.assert_allclose(preds[0]["pred"], one, atol=2e-3 * side.max())
     np.testing.assert_allclose(preds[1]["pred"], two, atol=2e-2 * side.max())
     assert not np.allclose(preds[1]["pred"], preds[0]["pred"], atol=1e-3)  # stage 2 moved the joints
-    # the JSON's stage-2 tables are those of these estimates
+    # the JSON's fine figures are those of these estimates, computed here with metrics.evaluate
     reported = doc["stages"][1]["report"]["headline"]["mPCKh"]
-    ref = evaluate.fine_scores({**preds[1]}, "lsp")
-    assert 0 <= reported <= 1 and np.isfinite(ref["pckh_auc"])
+    assert 0 <= reported <= 1
+    for entry, p in zip(doc["stages"], preds):
+        for threshold in (0.2, 0.5):
+            r = metrics.evaluate(p["pred"], p["gt"], dataset="lsp", protocol="dtf", head_box=p["head_box"],
+                                 threshold=threshold)
+            assert entry["fine"][f"symmetric_pckh@{threshold:g}"] == pytest.approx(r.tables["Symmetric PCKh"].total)
+        assert entry["fine"]["pckh_auc"] == pytest.approx(r.curve.auc) and np.isfinite(r.curve.auc)
 
 
 def test_a_chain_with_a_missing_link_is_refused(project, tmp_path):
