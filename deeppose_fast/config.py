@@ -147,6 +147,11 @@ class TrainConfig:
              f"--previous RUN (or --from RUN)")
         need(self.sigma > 0, f"sigma must be > 0, got {self.sigma}")
         need(self.joint_weights in ("own", "all"), f"joint_weights must be own or all, got {self.joint_weights!r}")
+        need(not self.model.joint_input or self.stage >= 2,
+             "joint_input makes a cascade stage's network (it is told the joint it refines): it needs --stage 2 or more")
+        need(not self.model.joint_input or self.joint_weights == "own",
+             "a joint-conditioned network (joint_input) regresses only the joint it is given: "
+             "--joint-weights all cannot train it; use --joint-weights own")
 
     @property
     def test_extension(self) -> float:

@@ -24,6 +24,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from deeppose_fast import checkpoint
+from deeppose_fast import model as model_lib
 from deeppose_fast import skeleton as skeletons
 from deeppose_fast.cascade import links
 from deeppose_fast.pipeline.contract import normalize_tf
@@ -68,7 +69,9 @@ def refine_tf(model, image: tf.Tensor, joints: tf.Tensor, *, sigma: float, size:
     diam = tf.reduce_mean(tf.norm(tf.gather(joints, a) - tf.gather(joints, b), axis=-1))
     side = tf.maximum(sigma * diam, 1.0)
     boxes = tf.concat([joints - 0.5 * side, tf.fill([num_joints, 2], side)], axis=1)  # (K, 4)
-    t = tf.reshape(model(normalize_tf(sample_crops(image, boxes, size)), training=False), [num_joints, num_joints, 2])
+    crops = normalize_tf(sample_crops(image, boxes, size))
+    t = tf.reshape(model(model_lib.model_inputs(model, crops, tf.range(num_joints, dtype=tf.int32)), training=False),
+                   [num_joints, num_joints, 2])
     own = tf.linalg.diag_part(tf.transpose(t, [2, 0, 1]))  # (2, K): pair k of crop k
     return boxes[:, :2] + (tf.transpose(own) + 0.5) * side
 

@@ -14,6 +14,12 @@ Random initialisation as DTF: truncated normal std 0.01 (conv1-5, fc8), 0.005 (f
 The network is built from a ``ModelSpec`` (``build(spec, num_joints)``): ``width`` scales every channel
 count and ``fc_units`` the fc6/fc7 width; ``ModelSpec()`` (227 px, width 1, 4096 units) is the reference
 network, smaller values give the CPU smoke preset's reduced variant.
+
+A cascade stage's joint-conditioned variant (``spec.joint_input``) takes ``[images (B, S, S, 3), joint
+(B,) int32]``: the index of the joint each crop refines selects a learned bias of fc6 and of fc7
+(``joint6``, ``joint7``: embeddings of K x fc_units, zero at start), and fc8 regresses that joint alone (2
+units). Its output keeps the (B, 2K) layout: the joint's pair holds the estimate, every other pair 0.
+``model_inputs(model, images, joints)`` gives either network what it takes.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from deeppose_fast.specs import ModelSpec
 CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 FC_LAYERS = ("fc6", "fc7", "fc8")
 LAYER_NAMES = CONV_LAYERS + FC_LAYERS
+JOINT_LAYERS = ("joint6", "joint7")  # the joint-conditioned variant's per-joint biases (fc group)
 # DTF's random initialisation, per layer in LAYER_NAMES order.
 _WEIGHT_STD = (0.01, 0.01, 0.01, 0.01, 0.01, 0.005, 0.005, 0.01)
 _BIAS_INIT = (0.0, 0.1, 0.0, 0.1, 0.1, 0.1, 0.1, 0.0)
@@ -171,16 +178,44 @@ def build(spec: ModelSpec, num_joints: int, split_groups: bool | None = None,
     if spec.pool5:
         x = pool(x, "pool5")
     x = keras.layers.Flatten(name="flatten")(x)  # NHWC order, as DTF's tf.reshape
+    joint = keras.Input((), dtype="int32", name="joint") if spec.joint_input else None
     for i, layer in ((5, "fc6"), (6, "fc7")):
         k_init, b_init = init(i)
-        x = keras.layers.Dense(spec.fc_units, activation="relu", kernel_initializer=k_init,
-                               bias_initializer=b_init, name=layer)(x)
+        if joint is None:
+            x = keras.layers.Dense(spec.fc_units, activation="relu", kernel_initializer=k_init,
+                                   bias_initializer=b_init, name=layer)(x)
+        else:  # the same layer before its ReLU, plus the joint's own bias
+            x = keras.layers.Dense(spec.fc_units, kernel_initializer=k_init, bias_initializer=b_init, name=layer)(x)
+            bias = keras.layers.Embedding(num_joints, spec.fc_units, embeddings_initializer="zeros",
+                                          name=f"joint{layer[2:]}")(joint)
+            x = keras.layers.ReLU(name=f"relu{layer[2:]}")(keras.layers.Add(name=f"add{layer[2:]}")([x, bias]))
         x = keras.layers.Dropout(spec.dropout, name=f"drop{layer[2:]}")(x)
     k_init, b_init = init(7)
     # The regression output stays float32 under mixed precision.
-    outputs = keras.layers.Dense(2 * num_joints, kernel_initializer=k_init, bias_initializer=b_init,
-                                 dtype="float32", name="fc8")(x)
-    return keras.Model(inputs, outputs, name=name)
+    outputs = keras.layers.Dense(2 * num_joints if joint is None else 2, kernel_initializer=k_init,
+                                 bias_initializer=b_init, dtype="float32", name="fc8")(x)
+    if joint is None:
+        return keras.Model(inputs, outputs, name=name)
+    # (B, 2) into the joint's pair of (B, K, 2), then (B, 2K)
+    chosen = keras.ops.one_hot(joint, num_joints, dtype="float32")[:, :, None]
+    outputs = keras.ops.reshape(chosen * outputs[:, None, :], (-1, 2 * num_joints))
+    return keras.Model([inputs, joint], outputs, name=name)
+
+
+def takes_joint(model: keras.Model) -> bool:
+    """Whether ``model`` is a joint-conditioned stage network (``ModelSpec.joint_input``)."""
+    return len(model.inputs) == 2
+
+
+def input_size(model: keras.Model) -> int:
+    """S, the side of the network's input images."""
+    return int(model.inputs[0].shape[1])
+
+
+def model_inputs(model: keras.Model, images, joints):
+    """What ``model`` takes for crops ``images`` (B, S, S, 3) of joints ``joints`` (B,) int (the label each
+    crop's refined joint has in its targets): the images, and the joints too for a joint-conditioned network."""
+    return [images, joints] if takes_joint(model) else images
 
 
 def split_variables(model: keras.Model) -> tuple[list, list]:
@@ -189,7 +224,7 @@ def split_variables(model: keras.Model) -> tuple[list, list]:
     for layer in model.layers:
         if layer.name in CONV_LAYERS or layer.name in ("norm1", "norm2", "bn3", "bn4", "bn5"):  # batchnorm
             conv_vars.extend(layer.trainable_variables)
-        elif layer.name in FC_LAYERS:
+        elif layer.name in FC_LAYERS or layer.name in JOINT_LAYERS:
             fc_vars.extend(layer.trainable_variables)
     if len(conv_vars) + len(fc_vars) != len(model.trainable_variables):
         raise ValueError("the model has trainable variables outside conv1-5 and fc6-8")

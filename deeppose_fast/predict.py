@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from deeppose_fast import checkpoint, codec, viz
+from deeppose_fast import model as model_lib
 from deeppose_fast.cascade import links
 from deeppose_fast import skeleton as skeletons
 from deeppose_fast.pipeline.contract import normalize
@@ -192,9 +193,10 @@ def refine_images(model, preds: list[Prediction], *, sigma: float, skeleton_name
     """One cascade stage on predictions ``preds`` (``cascade.links``; Toshev & Szegedy 2014, section 3.2):
     every joint re-estimated from a square crop about it of side ``sigma`` times the torso diameter of the
     current estimate (``links.crop_sides``), cut as the training pipeline cuts joint crops (not clipped to
-    the image: the border pixels repeat), through ``model``, whose output pair ``k`` is joint ``k``'s.
+    the image: the border pixels repeat), through ``model``, whose output pair ``k`` is joint ``k``'s (a
+    joint-conditioned network is told ``k``).
     Returns new ``Prediction``s (the same images, crop and person boxes)."""
-    size = int(model.input_shape[1])
+    size = model_lib.input_size(model)
     sk = skeletons.get(skeleton_name)
     out = []
     for pred in preds:
@@ -203,7 +205,9 @@ def refine_images(model, preds: list[Prediction], *, sigma: float, skeleton_name
         side = float(links.crop_sides(pred.joints[None], sk, sigma, np.array([max(pred.crop_box[2:])]))[0])
         boxes = np.column_stack([pred.joints - 0.5 * side, np.full((k, 2), side)])  # (K, 4) x0, y0, w, h
         crops = np.stack([make_crop(image, box, size) for box in boxes])
-        t = np.concatenate([model(crops[i:i + batch_size], training=False).numpy()
+        joint_ids = np.arange(k, dtype=np.int32)
+        t = np.concatenate([model(model_lib.model_inputs(model, crops[i:i + batch_size], joint_ids[i:i + batch_size]),
+                                  training=False).numpy()
                             for i in range(0, k, batch_size)]).reshape(k, k, 2)[np.arange(k), np.arange(k)]
         joints = codec.decode(t[:, None, :], boxes)[:, 0]
         out.append(Prediction(pred.image, pred.crop_box, joints, pred.box, [*pred.stages, joints]))

@@ -51,6 +51,8 @@ class ModelSpec(_Spec):
         init: random initialisation, ``dtf`` (truncated normal as the reference) or ``he``.
         norm: ``lrn`` (AlexNet) or ``batchnorm`` (norm1, norm2, and after conv3-5).
         pool5: keep the last max-pool (fc6 then sees a 6 x 6 grid at 227 px).
+        joint_input: a cascade stage's joint-conditioned variant: the network also takes the index of the
+            joint it refines and regresses that joint alone (``model.build`` says how).
     """
 
     input_size: int = 227
@@ -60,6 +62,7 @@ class ModelSpec(_Spec):
     init: str = "dtf"
     norm: str = "lrn"
     pool5: bool = True
+    joint_input: bool = False
 
     def __post_init__(self):
         self._check_finite()

@@ -335,9 +335,9 @@ def restore(run: Run) -> None:
         log.print(f"initialised {', '.join(loaded)} from {cfg.weights}")
     elif cfg.stage >= 2 and cfg.init_previous:
         previous = run.init_from or checkpoint.load(cfg.previous)  # read by ``setup``, unless data were given
-        cascade_stage.check_initial_network(cfg, previous)
-        checkpoint.assign(previous, "model", state.model.variables)
-        log.print(f"initialised the network from stage {cfg.stage - 1}'s {previous.path}")
+        fresh = cascade_stage.initialise_from_previous(cfg, previous, state.model)
+        log.print(f"initialised the network from stage {cfg.stage - 1}'s {previous.path}"
+                  + (f" (all but {', '.join(fresh)})" if fresh else ""))
 
     if not cfg.elastic:  # elastic: the state is synced when the ring forms (``dist.run_elastic``)
         dist.broadcast_variables(state.variables, root_rank=0)

@@ -146,7 +146,10 @@ def make_step(state: TrainState, train_conv: bool) -> Callable:
 
     @tf.function
     def step(images, targets, weights, stop_vote):
-        images = tf.cast(images, tf.float32)
+        if isinstance(images, (tuple, list)):  # a joint-conditioned network: images and joints
+            images = [tf.cast(images[0], tf.float32), images[1]]
+        else:
+            images = tf.cast(images, tf.float32)
         with tf.GradientTape() as tape:
             loss = forward(images, targets, weights)
         grads = dist.gradient_tape(tape, cfg.fp16_allreduce).gradient(loss, sources)

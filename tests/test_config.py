@@ -40,7 +40,9 @@ def test_overrides_and_round_trip():
 @pytest.mark.parametrize("overrides, match", [
     ({"optimizer": "rmsprop"}, "optimizer"), ({"batch_size": 0}, "batch_size"),
     ({"ext_min": 2.5}, "ext_min"), ({"mixed_precision": "fp8"}, "mixed_precision"),
-    ({"dropout": 1.5}, "dropout"), ({"norm": "group"}, "norm")])
+    ({"dropout": 1.5}, "dropout"), ({"norm": "group"}, "norm"),
+    ({"joint_input": True}, "needs --stage 2"),
+    ({"joint_input": True, "stage": 2, "previous": "runs/lsp", "joint_weights": "all"}, "--joint-weights own")])
 def test_invalid_settings(overrides, match):
     with pytest.raises(ValueError, match=match):
         config.preset("lsp", **overrides)

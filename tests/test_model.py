@@ -58,6 +58,38 @@ def test_output_and_variable_split():
     assert len(conv) == 10 and len(fc) == 6
 
 
+def test_a_joint_conditioned_network_regresses_the_joint_it_is_given():
+    """Against the fc layers computed in NumPy from the flattened features: each joint's own biases in fc6
+    and fc7, fc8's two outputs in the joint's pair and nothing elsewhere."""
+    keras.utils.set_random_seed(2)
+    spec = ModelSpec(input_size=67, width=0.25, fc_units=16, dropout=0.0, joint_input=True)
+    m = M.build(spec, 5)
+    assert M.takes_joint(m) and M.input_size(m) == 67 and m.output.shape[1:] == (10,)
+    rng = np.random.default_rng(0)
+    for name in M.JOINT_LAYERS:  # zero at start: give them values that matter
+        layer = m.get_layer(name)
+        layer.embeddings.assign(rng.normal(0, 0.5, layer.embeddings.shape).astype("float32"))
+    x = rng.random((4, 67, 67, 3)).astype("float32")
+    joints = np.array([0, 3, 3, 4], np.int32)
+    got = m(M.model_inputs(m, x, joints), training=False).numpy().reshape(4, 5, 2)
+
+    flat = keras.Model(m.inputs[0], m.get_layer("flatten").output)(x).numpy().astype(np.float64)
+    w = {n: [v.numpy().astype(np.float64) for v in m.get_layer(n).weights] for n in ("fc6", "fc7", "fc8")}
+    e6, e7 = (m.get_layer(n).embeddings.numpy() for n in M.JOINT_LAYERS)
+    h = np.maximum(flat @ w["fc6"][0] + w["fc6"][1] + e6[joints], 0)
+    h = np.maximum(h @ w["fc7"][0] + w["fc7"][1] + e7[joints], 0)
+    own = h @ w["fc8"][0] + w["fc8"][1]  # (4, 2)
+    want = np.zeros((4, 5, 2))
+    want[np.arange(4), joints] = own
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(got[1, 3], got[0, 0])  # the joint changes the estimate, not only its place
+    conv, fc = M.split_variables(m)  # the per-joint biases train with the fc layers
+    assert {v.path.split("/")[0] for v in fc} == {"fc6", "fc7", "fc8", "joint6", "joint7"}
+    # the plain network takes the images alone
+    plain = M.build(spec.replace(joint_input=False), 5)
+    assert not M.takes_joint(plain) and M.model_inputs(plain, x, joints) is x
+
+
 @pytest.mark.parametrize("split", [True, False])
 def test_grouped_conv_matches_independent_halves(split):
     rng = np.random.default_rng(0)

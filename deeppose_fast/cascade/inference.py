@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from deeppose_fast import checkpoint, codec, scoring
+from deeppose_fast import model as model_lib
 from deeppose_fast import skeleton as skeleton_lib
 from deeppose_fast.cascade.links import CascadeError, Stage, crop_sides
 from deeppose_fast.pipeline import joint_crops
@@ -25,7 +26,8 @@ def refine(model, table: joint_crops.RecordTable, rows: np.ndarray, pred: np.nda
     """One cascade stage: every joint of every person re-estimated from its crop.
 
     Args:
-        model: the stage's network (output pair ``k`` is joint ``k``'s displacement in joint ``k``'s crop).
+        model: the stage's network (output pair ``k`` is joint ``k``'s displacement in joint ``k``'s crop;
+            a joint-conditioned network is told ``k``).
         table, rows: (N,) the people's records. pred: (N, K, 2) the previous stage's estimates, source
         pixels (finite). sigma, fallback: the crop side (``crop_sides``).
     Returns:
@@ -38,13 +40,14 @@ def refine(model, table: joint_crops.RecordTable, rows: np.ndarray, pred: np.nda
     joint = np.tile(np.arange(k), n)  # person-major: crop n * K + j is joint j of person n
     draws = np.stack([centres[..., 0].ravel(), centres[..., 1].ravel(), np.repeat(sides, k),
                       np.zeros(n * k), joint], axis=1)
-    input_size = int(model.input_shape[1])
     infer = scoring.inference_fn(model)
     out, done = [], 0
     for batch in joint_crops.crop_batches(table, np.repeat(rows, k), draws, batch_size=batch_size,
-                                          input_size=input_size, num_threads=num_threads):
-        t = infer(tf.constant(batch["images"])).numpy().reshape(len(batch["images"]), k, 2)
-        t_own = t[np.arange(len(t)), joint[done:done + len(t)]]  # each crop's own joint
+                                          input_size=model_lib.input_size(model), num_threads=num_threads):
+        own = joint[done:done + len(batch["images"])]
+        x = model_lib.model_inputs(model, tf.constant(batch["images"]), tf.constant(own, tf.int32))
+        t = infer(x).numpy().reshape(len(own), k, 2)
+        t_own = t[np.arange(len(t)), own]  # each crop's own joint
         out.append(codec.decode(t_own[:, None, :], batch["crop_box"])[:, 0])
         done += len(t)
     refined = np.concatenate(out).reshape(n, k, 2)

@@ -63,7 +63,8 @@ class StageInputs:
             return joint_crops.stage_train_batches(
                 None, self.stats, sigma=cfg.sigma, batch_size=cfg.batch_size, input_size=cfg.model.input_size,
                 flip=cfg.augment.flip, seed=seed, shard_id=shard_id, num_shards=num_shards,
-                table=self.table("train"), num_threads=cfg.num_threads, joint_weights=cfg.joint_weights)
+                table=self.table("train"), num_threads=cfg.num_threads, joint_weights=cfg.joint_weights,
+                joint_input=cfg.model.joint_input)
 
         return make
 
@@ -157,10 +158,33 @@ def require_coverage(inputs: StageInputs, manifest: shards.Manifest) -> dict:
 
 
 def check_initial_network(cfg: TrainConfig, previous: checkpoint.Checkpoint) -> None:
-    """Refuse to start a stage from stage s-1's weights (``init_previous``) when its network differs."""
-    if previous.model_spec != cfg.model:
+    """Refuse to start a stage from stage s-1's weights (``init_previous``) when its network differs in
+    more than being joint-conditioned (``ModelSpec.joint_input``)."""
+    if previous.model_spec.replace(joint_input=cfg.model.joint_input) != cfg.model:
         raise StageSetupError(f"{previous.path}: stage {cfg.stage - 1}'s network ({previous.model_spec}) is not "
                               f"this stage's ({cfg.model}); train this stage from scratch with --no-init-previous")
+
+
+def initialise_from_previous(cfg: TrainConfig, previous: checkpoint.Checkpoint, model) -> list[str]:
+    """Stage s-1's weights into this stage's ``model`` (``init_previous``): every variable when the networks
+    are the same; between a plain and a joint-conditioned network, every layer of the same name and shapes
+    (conv1-fc7: not fc8, whose width differs, nor the per-joint biases, which start at 0). Returns the
+    names of the layers left as initialised."""
+    check_initial_network(cfg, previous)
+    if previous.model_spec == cfg.model:
+        checkpoint.assign(previous, "model", model.variables)
+        return []
+    source = {layer.name: layer for layer in checkpoint.build_model(previous).layers}
+    fresh = []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        theirs = source.get(layer.name)
+        if theirs is None or [tuple(w.shape) for w in theirs.weights] != [tuple(w.shape) for w in layer.weights]:
+            fresh.append(layer.name)
+        else:
+            layer.set_weights(theirs.get_weights())
+    return fresh
 
 
 def _weights_only(ckpt: checkpoint.Checkpoint) -> checkpoint.Checkpoint:

@@ -228,6 +228,15 @@ def training_items(gt: np.ndarray, skeleton: skeleton_lib.Skeleton) -> tuple[np.
 WEIGHTS = ("own", "all")
 
 
+def refined_labels(draws: np.ndarray, flip_perm) -> np.ndarray:
+    """(B,) int32: the label each crop's refined joint has in its targets and weights (the draw's joint,
+    or on a flipped crop the label it plays: ``flipped = joints[flip_perm]``). ``draws``: (B, 5)."""
+    joints = np.asarray(draws)[:, 4].astype(np.int64)
+    flipped = np.asarray(draws)[:, 3] > 0.5
+    played = np.argsort(np.asarray(flip_perm))  # joint j becomes label argsort(perm)[j]
+    return np.where(flipped, played[joints], joints).astype(np.int32)
+
+
 def weights_inside(gt: np.ndarray, crop_box: np.ndarray, flipped: np.ndarray, flip_perm) -> np.ndarray:
     """(B, K) float32 weights of every annotated joint inside its crop (``joint_weights="all"``): joint ``k``
     of crop ``b`` when its ground truth ``gt[b, k]`` (source frame relative to the offset, NaN = not
@@ -247,13 +256,14 @@ def weights_inside(gt: np.ndarray, crop_box: np.ndarray, flipped: np.ndarray, fl
 def stage_train_batches(data, stats, *, sigma: float, batch_size: int, input_size: int = 227, flip: bool = True,
                         seed: int = 0, shard_id: int = 0, num_shards: int = 1, split: str | None = None,
                         table: RecordTable | None = None, extras: bool = False, joint_weights: str = "own",
-                        **pipeline_kwargs) -> Iterator[tuple]:
+                        joint_input: bool = False, **pipeline_kwargs) -> Iterator[tuple]:
     """Endless training batches of a cascade stage: ``(images, targets (B, K, 2), weights (B, K))`` NumPy
     arrays, weights 1 only on each crop's refined joint (``joint_weights="own"``, the paper's: output pair
     ``i`` learns joint ``i`` from joint ``i``'s crops) or on every annotated joint inside the crop
     (``"all"``: ``weights_inside``; inference still reads pair ``i`` of joint ``i``'s crop), and
     ``(crop_box (B, 4), draws (B, 5), rows (B,))`` more with ``extras``: rows are the people's records in
-    ``table``.
+    ``table``. With ``joint_input`` (a joint-conditioned network, ``ModelSpec.joint_input``; own weights
+    only) the first item is ``(images, refined_labels (B,) int32)``.
 
     This rank reads part ``shard_id`` of ``num_shards`` of the split's people (``contract.shard_range``,
     as DALI's readers split). An epoch is every training item (``training_items``) of that part once, in
@@ -267,6 +277,9 @@ def stage_train_batches(data, stats, *, sigma: float, batch_size: int, input_siz
         raise ValueError(f"sigma must be finite and > 0, got {sigma}")
     if joint_weights not in WEIGHTS:
         raise ValueError(f"joint_weights must be one of {WEIGHTS}, got {joint_weights!r}")
+    if joint_input and joint_weights != "own":
+        raise ValueError("a joint-conditioned network regresses the joint it is given alone: joint_weights must "
+                         "be 'own'")
     info = table.info if table is not None else as_split(data, split, "train")
     table = table or RecordTable(info)
     skeleton = skeleton_lib.get(info.skeleton)
@@ -298,5 +311,6 @@ def stage_train_batches(data, stats, *, sigma: float, batch_size: int, input_siz
         weights = batch["weights"]
         if joint_weights == "all":  # every annotated joint in the crop, not only the one refined
             weights = weights_inside(gt[r], batch["crop_box"], draws[:, 3] > 0.5, info.flip_perm)
-        out = (batch["images"], batch["targets"], weights)
+        images = (batch["images"], refined_labels(draws, info.flip_perm)) if joint_input else batch["images"]
+        out = (images, batch["targets"], weights)
         yield out + ((batch["crop_box"], draws, r) if extras else ())

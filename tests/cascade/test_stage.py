@@ -80,6 +80,21 @@ def test_stage_2_starts_from_stage_1_weights(project):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+def test_a_joint_conditioned_stage_2_starts_from_stage_1_but_fc8(project):
+    cfg = stage2_cfg(project, "s2-cond-init", max_steps=1, conv_lr=0.0, fc_lr=0.0, optimizer="momentum",
+                     joint_input=True)
+    net = train.train(cfg)["model"]
+    s1 = checkpoint.build_model(checkpoint.load(project / "runs" / "s1"))
+    for layer in s1.layers:
+        if layer.weights and layer.name != "fc8":
+            for a, b in zip(net.get_layer(layer.name).weights, layer.weights):
+                np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=layer.name)
+    assert net.get_layer("fc8").kernel.shape == (SPEC.fc_units, 2)
+    assert not net.get_layer("joint6").embeddings.numpy().any()
+    log = (project / "runs" / "s2-cond-init" / "train.log").read_text()
+    assert "(all but joint6, joint7, fc8)" in log
+
+
 def test_resume_of_a_stage_2_run_gives_the_same_weights(project):
     whole = train.train(stage2_cfg(project, "s2-whole"))
     train.train(stage2_cfg(project, "s2-parts", max_steps=2))
@@ -141,6 +156,13 @@ def test_train_cli_says_what_is_missing_in_one_line(project, monkeypatch):
     assert not (project / "runs" / "cli").exists()
 
 
+def _own_pair(net, ckpt, crop, k):
+    """(2,) the output pair of joint ``k`` for one crop (S, S, 3); a joint-conditioned network is told k."""
+    x = tf.constant(crop[None])
+    inputs = [x, tf.constant([k], tf.int32)] if ckpt.model_spec.joint_input else x
+    return net(inputs, training=False).numpy().reshape(-1, 2)[k]
+
+
 def _independent_stage_2(project, ckpt2):
     """Stage 1 then stage 2 on the test split with the OpenCV reference's crops, written apart from the
     package's cascade: each joint's crop about stage 1's estimate, the stage-2 network's output pair of
@@ -159,17 +181,22 @@ def _independent_stage_2(project, ckpt2):
             centre = est[k] - offset
             draws = np.array([*centre, 1.0 * diam, 0.0, k], np.float32)
             img_k, g_k = reference.joint_crop_sample(rec.jpeg, rec.pose, draws, size=S, scale=scale)
-            t_k = s2(tf.constant(img_k[None]), training=False).numpy().reshape(14, 2)[k]
+            t_k = _own_pair(s2, ckpt2, img_k, k)
             refined[k] = codec.decode(t_k[None], g_k.crop_box)[0] + offset
         out1.append(est)
         out2.append(refined)
     return np.array(out1), np.array(out2)
 
 
-def test_eval_of_a_stage_2_snapshot_runs_the_cascade(project):
-    train.train(stage2_cfg(project, "s2-eval"))
-    ckpt2 = checkpoint.load(project / "runs" / "s2-eval")
-    out = project / "runs" / "s2-eval" / "cascade.json"
+CONDITIONED = pytest.mark.parametrize("joint_input", [False, True], ids=["pairs", "joint-conditioned"])
+
+
+@CONDITIONED
+def test_eval_of_a_stage_2_snapshot_runs_the_cascade(project, joint_input):
+    name = f"s2-eval-{joint_input}"
+    train.train(stage2_cfg(project, name, joint_input=joint_input))
+    ckpt2 = checkpoint.load(project / "runs" / name)
+    out = project / "runs" / name / "cascade.json"
     lines = []
     doc = evaluate.score_cascade(ckpt2, out_json=out, batch_size=8, echo=lines.append)
     assert [s["stage"] for s in doc["stages"]] == [1, 2]
@@ -212,12 +239,12 @@ def test_a_chain_with_a_missing_link_is_refused(project, tmp_path):
         shutil.move(str(moved), project / "runs" / "s1")
 
 
-def _predict_with_stage_2(project, tmp_path, name):
-    """A stage-2 run ``name``, a test photo of the dot set, and ``predict_files`` on it: ``(checkpoint,
-    photo, (prediction, json path, png path))``."""
+def _predict_with_stage_2(project, tmp_path, name, **settings):
+    """A stage-2 run ``name`` (of ``settings``), a test photo of the dot set, and ``predict_files`` on it:
+    ``(checkpoint, photo, (prediction, json path, png path))``."""
     from deeppose_fast import predict
 
-    train.train(stage2_cfg(project, name))
+    train.train(stage2_cfg(project, name, **settings))
     ckpt2 = checkpoint.load(project / "runs" / name)
     rec = next(shards.iter_records(project / "data" / "dots", "test"))
     photo = tmp_path / "person.jpg"
@@ -226,10 +253,12 @@ def _predict_with_stage_2(project, tmp_path, name):
     return ckpt2, photo, result
 
 
-def test_predict_with_a_stage_2_snapshot_runs_the_cascade(project, tmp_path):
+@CONDITIONED
+def test_predict_with_a_stage_2_snapshot_runs_the_cascade(project, tmp_path, joint_input):
     from deeppose_fast import predict
 
-    ckpt2, photo, (pred, json_path, png_path) = _predict_with_stage_2(project, tmp_path, "s2-predict")
+    ckpt2, photo, (pred, json_path, png_path) = _predict_with_stage_2(project, tmp_path, f"s2-predict-{joint_input}",
+                                                                      joint_input=joint_input)
     doc = json.loads(json_path.read_text())
     assert [s["stage"] for s in doc["stages"]] == [1, 2] and cv2.imread(str(png_path)) is not None
     final = np.array([[j["x"], j["y"]] for j in doc["joints"]])
@@ -247,8 +276,7 @@ def test_predict_with_a_stage_2_snapshot_runs_the_cascade(project, tmp_path):
     for k in range(14):
         g = codec.joint_crop_geometry(np.zeros((14, 4)), bgr.shape, one.joints[k], side, k, size=S)
         x = reference.warp(bgr, g, size=S)
-        t = s2(tf.constant(x[None]), training=False).numpy().reshape(14, 2)[k]
-        want[k] = codec.decode(t[None], g.crop_box)[0]
+        want[k] = codec.decode(_own_pair(s2, ckpt2, x, k)[None], g.crop_box)[0]
     np.testing.assert_allclose(final, want, atol=1e-2 * side)
     assert not np.allclose(final, one.joints, atol=1e-3)
 
@@ -265,10 +293,12 @@ def test_export_samples_joint_crops_as_the_opencv_warp():
         np.testing.assert_allclose(got[i].numpy(), predict.make_crop(bgr, box, 24), atol=2e-3, err_msg=str(i))
 
 
-def test_export_of_a_stage_2_snapshot_serves_the_cascade(project, tmp_path):
+@CONDITIONED
+def test_export_of_a_stage_2_snapshot_serves_the_cascade(project, tmp_path, joint_input):
     from deeppose_fast import export
 
-    ckpt2, photo, (pred, _, _) = _predict_with_stage_2(project, tmp_path, "s2-export")
+    ckpt2, photo, (pred, _, _) = _predict_with_stage_2(project, tmp_path, f"s2-export-{joint_input}",
+                                                       joint_input=joint_input)
     out = export.export_savedmodel(ckpt2.path, tmp_path / "exported")
     marker = json.loads((out / export.MARKER).read_text())
     assert [s["stage"] for s in marker["cascade"]] == [1, 2]

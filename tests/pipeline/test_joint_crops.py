@@ -143,3 +143,22 @@ def test_all_weights_are_the_union_of_every_joint_s_own_weight(table):
                                           scale=table.meta[r, shards.META_SCALE])
             union = np.maximum(union, g.weights)
         np.testing.assert_array_equal(weights[i], union, err_msg=str(i))
+
+
+def test_a_joint_conditioned_stream_names_the_label_its_own_weight_is_on(table):
+    # the network is told the label that carries the crop's weight: the drawn joint, or on a flipped crop
+    # the label that joint plays (LSP's permutation swaps left and right: not the identity)
+    stream = joint_crops.stage_train_batches(None, _stats(), sigma=1.0, batch_size=24, input_size=48, table=table,
+                                             extras=True, device="cpu", joint_input=True)
+    (images, labels), _, weights, _, draws, _ = next(stream)
+    flipped = draws[:, 3] > 0.5
+    assert labels.dtype == np.int32 and images.shape[0] == 24 and flipped.any() and (~flipped).any()
+    own = weights.sum(axis=1) == 1  # the refined joint inside its crop (nearly always)
+    assert own.mean() > 0.5 and (weights.sum(axis=1) <= 1).all()
+    np.testing.assert_array_equal(labels[own], weights[own].argmax(axis=1))
+    np.testing.assert_array_equal(labels[~flipped], draws[~flipped, 4].astype(int))
+    moved = flipped & (np.asarray(PERM)[draws[:, 4].astype(int)] != draws[:, 4].astype(int))
+    assert moved.any() and (labels[moved] != draws[moved, 4]).all()
+    with pytest.raises(ValueError, match="joint_weights must be 'own'"):
+        next(joint_crops.stage_train_batches(None, _stats(), sigma=1.0, batch_size=4, table=table,
+                                             joint_input=True, joint_weights="all"))
