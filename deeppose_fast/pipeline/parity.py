@@ -47,6 +47,8 @@ What differs between the backends, and the check that compares it:
    region with a shifted translation where the CPU warps a decoded slice). No mean bound here: DALI's is
    per whole image, and a crop may sample its worst part. The dot test (each target on its own joint's
    dot, as tests/pipeline/test_dali.py states it) runs on the other backend's crops.
+   ``joint_crop_parity``: the same for a cascade stage's joint crops (``pipeline/joint_crops.py``: the
+   same decode and warp, the ``JointCrop`` geometry), with the crop bound.
 4. ``normalised_parity``: ``fn.normalize`` per image and channel (``contract.standardize``).
    - Each backend against float64 ``contract.standardize`` of its own raw crops (same seed, same samples):
      within ``norm_float32_bound``. Both backends take the mean first, then sum (x - mean)^2 with that
@@ -432,6 +434,27 @@ def train_crop_parity(dot_dir: str | Path, other: str = "gpu") -> ParityResult:
     return r
 
 
+def joint_crop_parity(dot_dir: str | Path, other: str = "gpu") -> ParityResult:
+    """One batch of a cascade stage's training joint crops (sigma 1.5, seed 3, raw RGB 0-255, about
+    estimates displaced by 0.1 torso diameters) on the CPU and on ``other``: pixels within the crop bound;
+    same records, draws, targets, weights and crop boxes (sanity)."""
+    from deeppose_fast.cascade.statistics import DisplacementStats
+    from deeppose_fast.pipeline import joint_crops
+
+    k = LSP.num_joints
+    stats = DisplacementStats(mean=np.zeros((k, 2)), cov=np.tile(np.eye(2) * 0.01, (k, 1, 1)),
+                              count=np.full(k, 2), skeleton=LSP.name)
+    table = joint_crops.RecordTable(contract.split_info(dot_dir, "train"))
+    kw = dict(sigma=1.5, batch_size=16, input_size=227, seed=3, table=table, extras=True, normalize=False)
+    cpu = next(joint_crops.stage_train_batches(None, stats, device="cpu", **kw))
+    dev = next(joint_crops.stage_train_batches(None, stats, device=other, device_id=_device_id(other), **kw))
+    r = ParityResult("joint crops, CPU vs " + other.upper())
+    for i, key in enumerate(("targets", "weights", "crop_box", "draws", "rows")):
+        r.same(key, cpu[i + 1], dev[i + 1])
+    pixel_figures(r, "pixels", cpu[0], dev[0])
+    return r
+
+
 NORM_KW = dict(batch_size=8, seed=1, input_size=96)  # the normalised, float16 and tf.data checks
 
 
@@ -511,5 +534,5 @@ def dataset_parity(dot_dir: str | Path, other: str = "gpu") -> ParityResult:
     return r
 
 
-CHECKS = (decode_parity, warp_parity, eval_crop_parity, train_crop_parity, normalised_parity, float16_parity,
-          dataset_parity)
+CHECKS = (decode_parity, warp_parity, eval_crop_parity, train_crop_parity, joint_crop_parity, normalised_parity,
+          float16_parity, dataset_parity)
