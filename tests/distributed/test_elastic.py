@@ -108,7 +108,7 @@ class ElasticJob:
     steps and a checkpoint every 20."""
 
     def __init__(self, horovod_job, data: Path, tmp: Path, hosts: list[str], launcher: list[str],
-                 max_steps: int = MAX_STEPS):
+                 max_steps: int = MAX_STEPS, train: tuple[str, ...] = ()):
         self.max_steps = max_steps
         self.hosts_file = tmp / "hosts.txt"
         self.list_hosts(hosts[:3])
@@ -118,7 +118,7 @@ class ElasticJob:
         self.job = horovod_job(["--gloo", "-np", "3", "--min-np", "2", "--max-np", "3",
                                 "--host-discovery-script", str(script), *launcher], tmp / "run",
                                ["--elastic", "--commit-every", "5", "--data", str(data),
-                                "--max-steps", str(max_steps), "--ckpt-every", "20", "--log-every", "1"])
+                                "--max-steps", str(max_steps), "--ckpt-every", "20", "--log-every", "1", *train])
 
     def list_hosts(self, hosts: list[str]) -> None:
         """What the discovery script prints from now on (written whole, then renamed into place)."""
@@ -235,3 +235,33 @@ def test_a_replacement_host_joins_and_the_run_ends_on_three(horovod_job, synthet
     assert ranks_on == sorted([*survivors, replacement]), (ranks_on, run.job.text[-4000:])
     code = run.job.wait(RUN_BOUND_S)
     run.check_end(code, 3, 2)
+
+
+@pytest.mark.distributed
+def test_a_cascade_stage_survives_a_killed_rank(horovod_job, synthetic_shards, tmp_path):
+    """Stage 2 trains in the same elastic loop: after the reset each survivor reads its new part of the
+    joint crops; the run ends on 2 ranks with identical weights, and its checkpoint evaluates as a cascade."""
+    from deeppose_fast import config
+    from deeppose_fast.cascade import evaluate as cascade_eval
+    from deeppose_fast.cascade import stage_stats
+    from deeppose_fast.testing import runs
+
+    s1 = tmp_path / "s1"
+    spec = config.preset("synthetic-cpu", input_size=67, width=0.25, fc_units=32).model  # TINY_NETWORK's
+    runs.save_initial_run(s1, spec, step=3, num_joints=16, skeleton="mpii",
+                          config={"data": str(synthetic_shards), "out": str(s1), "eval_extension": 1.2})
+    stage_stats.fit_run(s1, batch_size=8, echo=lambda _: None)
+    run = ElasticJob(horovod_job, synthetic_shards, tmp_path, local_host_names(), ["--gloo-timeout-seconds", "10"],
+                     train=("--stage", "2", "--from", str(s1), "--sigma", "0.6"))
+    killed_at, _ = run.kill_rank(2)
+    run.wait_for_ring_of_2(killed_at)
+    text = run.check_end(run.job.wait(RUN_BOUND_S), 2, 1)
+    assert "stage 2 of the cascade" in text and "initialised the network from stage 1" in text, text[-4000:]
+    ckpt = checkpoint.load(run.job.out)
+    assert ckpt.meta["config"]["stage"] == 2
+    doc = cascade_eval.score_cascade(ckpt, out_json=tmp_path / "eval.json", batch_size=8, echo=lambda _: None)
+    people = shards.Manifest.read(synthetic_shards).count("test")
+    assert [s["stage"] for s in doc["stages"]] == [1, 2]
+    for entry in doc["stages"]:
+        assert entry["report"]["num_people"] == people
+        assert all(_number(v) and 0 <= v <= 1 for v in entry["fine"].values()), entry["fine"]
