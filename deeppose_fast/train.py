@@ -297,9 +297,12 @@ def setup(cfg: TrainConfig, *, resume: bool = False, dataset_factory: DatasetFac
                       f"{stage_inputs.save_stats(out)}")
         c = stage_inputs.coverage
         if "crops" in c:
+            finer = (f"; prepare --min-extension {c['min_extension']:g} stores 90 % of the others at 1:1 or finer"
+                     if c.get("min_extension") else "")
             log.print(f"stored regions: {100 * c['outside']:.1f} % of an epoch's {c['crops']} crops reach beyond "
                       f"them (at most); {100 * c['upsampled']:.0f} % are upsampled from them (median "
-                      f"{c['stored_per_output']:.2f} stored px per output px)")
+                      f"{c['stored_per_output']:.2f} stored px per output px; {100 * c['source_limited']:.0f} % "
+                      f"have fewer pixels in the source image itself){finer}")
         if evaluate_fn is None and cfg.eval_every > 0:
             evaluate_fn = stage_inputs.evaluator(log)
     if real_data and evaluate_fn is None and cfg.eval_every > 0:

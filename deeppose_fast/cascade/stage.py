@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,7 +115,11 @@ def stored_coverage(table: joint_crops.RecordTable, rule: precrop.PrecropRule, s
     image's width and height are not recorded, so a region ending at the right or bottom border counts as
     not covering: an upper bound); ``upsampled``: the share of crops with fewer stored pixels than
     ``input_size`` output pixels along a side, and ``stored_per_output``: the median ratio (for information:
-    a stage crop is smaller than the person crop the resolution was stored for)."""
+    a stage crop is smaller than the person crop the resolution was stored for); ``source_limited``: the
+    share of crops that even the source image holds at fewer pixels than that (no ``prepare`` option helps
+    them); ``min_extension``: the ``prepare --min-extension`` that stores 90 % of the others that are
+    upsampled now at 1:1 or finer (the stored scale is inversely proportional to the rule's smallest
+    extension), None when none of them is."""
     skeleton = skeleton_lib.get(table.info.skeleton)
     gt, offsets = table.joints(), table.offsets()
     rows, joints = joint_crops.training_items(gt, skeleton)
@@ -129,9 +134,17 @@ def stored_coverage(table: joint_crops.RecordTable, rule: precrop.PrecropRule, s
     side = draws[:, 2:3].astype(np.float64)
     crop_lo, crop_hi = draws[:, :2] - 0.5 * side, draws[:, :2] + 0.5 * side
     outside = ((crop_lo < lo - 1e-3) | (crop_hi > hi + 1e-3)).any(axis=1)
-    ratio = side[:, 0] * table.meta[rows][:, shards.META_SCALE].min(axis=1) / input_size
+    stored_scale = table.meta[rows][:, shards.META_SCALE].min(axis=1)  # stored px per source px (<= 1)
+    ratio = side[:, 0] * stored_scale / input_size
+    source_limited = side[:, 0] / input_size < 1
+    gains = (ratio < 1) & ~source_limited  # upsampled from what was stored, not from the source
+    min_extension = None
+    if rule.enabled and rule.resolution > 0 and gains.any():
+        low = float(np.quantile(ratio[gains], 0.1))
+        min_extension = math.floor(100 * rule.ext_min * low) / 100  # rounded down: at least that fine
     return {"outside": float(outside.mean()), "upsampled": float((ratio < 1).mean()),
-            "stored_per_output": float(np.median(ratio)), "crops": int(len(rows))}
+            "stored_per_output": float(np.median(ratio)), "source_limited": float(source_limited.mean()),
+            "crops": int(len(rows)), "min_extension": min_extension}
 
 
 def require_coverage(inputs: StageInputs, manifest: shards.Manifest) -> dict:

@@ -4,6 +4,7 @@ the cascade's stage-2 estimates equal an independent computation with the OpenCV
 bad input is one error naming the file, with nothing written."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -367,3 +368,42 @@ def test_eval_cli_runs_a_cascade_at_one_extension(project, monkeypatch):
 def test_a_stage_2_of_another_network_cannot_start_from_stage_1(project):
     msg = _expect_refusal(project, "other-net", "--no-init-previous", fc_units=16)
     assert str(checkpoint.load(project / "runs" / "s1").path) in msg
+
+
+def test_the_min_extension_named_for_stage_crops_stores_them_at_full_resolution(tmp_path):
+    # stage crops are smaller than person crops: regions stored for the person crop upsample them; with the
+    # --min-extension stored_coverage names, 90 % of those the source holds at 1:1 or finer are stored so
+    import warnings
+
+    from deeppose_fast.datasets import DatasetWarning, precrop
+    from deeppose_fast.datasets.prepare import prepare
+    from deeppose_fast.pipeline import joint_crops
+    from deeppose_fast.pipeline.contract import split_info
+    from deeppose_fast.skeleton import MPII
+
+    k, size, sigma = MPII.num_joints, 67, 1.5
+    stats = statistics.DisplacementStats(mean=np.zeros((k, 2)), cov=np.tile(np.eye(2) * 0.01, (k, 1, 1)),
+                                         count=np.full(k, 2), skeleton="mpii")
+
+    def prepared(name, rule):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DatasetWarning)
+            prepare("synthetic", tmp_path / name, num_images=24, workers=1, progress=False, rule=rule)
+        table = joint_crops.RecordTable(split_info(tmp_path / name, "train"))
+        return table, stage.stored_coverage(table, rule, stats, sigma, size)
+
+    coarse = precrop.PrecropRule(resolution=size)  # person crops of 67 px
+    table, before = prepared("coarse", coarse)
+    assert before["upsampled"] > 0.5 and before["source_limited"] < 0.2 and 0 < before["min_extension"] < 1
+    # the same epoch of crops (same seed), each side against the source's and the stored pixels
+    gt = table.joints()
+    rows, joints = joint_crops.training_items(gt, MPII)
+    draws = joint_crops.sample_training_draws(np.random.default_rng(0), gt, rows, joints, stats, MPII,
+                                              sigma=sigma, flip=False)
+    stored = draws[:, 2] * table.meta[rows][:, shards.META_SCALE].min(axis=1)
+    assert before["upsampled"] == pytest.approx(np.mean(stored < size))
+    assert before["source_limited"] == pytest.approx(np.mean(draws[:, 2] < size))
+
+    _, after = prepared("finer", dataclasses.replace(coarse, ext_min=before["min_extension"]))
+    assert after["upsampled"] <= 0.1 * (1 - after["source_limited"]) + after["source_limited"] + 0.02
+    assert after["source_limited"] == before["source_limited"]  # the same people, the same source
