@@ -13,9 +13,10 @@ Presets (DTF = asanakoy/deeppose_tf, whose scripts these reproduce):
 
 Cascade presets ``NAME-stage2`` and ``NAME-stage3`` (of the four reference presets and ``synthetic-cpu``):
 the stage-1 preset's network, optimiser and flips, ``stage`` 2 or 3, ``previous`` = the run of the stage
-before, ``sigma`` 0.6 and ``joint_weights`` "all" (the joint crop's side and every joint in it trained:
-chosen on the synthetic set, README, "The cascade"), from the previous stage's weights
-(``init_previous``), 100k steps (synthetic: 1500 steps, at most 9.5 minutes).
+before, ``sigma`` 0.6 and a joint-conditioned network (``joint_input``, told the joint it refines; chosen
+on the synthetic set against the paper's output pair per joint, README, "The cascade"), from the previous
+stage's weights (``init_previous``: conv1-fc7 of stage 1), 100k steps (synthetic: 1500 steps, at most 9.5
+minutes).
 
 All reference presets: AlexNet 227 px, batch 128, Adagrad lr 0.0005 for the conv and fc variables apart
 (initial accumulator 1e-4), dropout 0.6, shift 0.1, flips, evaluation every 250 steps.
@@ -269,9 +270,8 @@ def _stages(name: str, stage1: dict, **settings) -> dict[str, dict[str, Any]]:
 
 
 # Stages 2-3 of the reference presets (227 px, the stage-1 recipe's optimiser) and of the CPU preset.
-# sigma: chosen on the synthetic set (README, "Cascade").
-# sigma 0.6 and joint_weights "all": measured on the synthetic set (README, "The cascade")
-_CASCADE = dict(sigma=0.6, joint_weights="all")
+# sigma 0.6 and the joint-conditioned network: measured on the synthetic set (README, "The cascade")
+_CASCADE = dict(sigma=0.6, joint_input=True, joint_weights="own")
 for _name in ("lsp-ext-imagenet", "lsp-ext-scratch", "mpii-imagenet", "mpii-scratch"):
     PRESETS.update(_stages(_name, PRESETS[_name], max_steps=100000, **_CASCADE))
 # 1500 steps: better than 3000 on the synthetic set (README, "The cascade"), about 5 minutes here

@@ -29,10 +29,14 @@ def worker(p: dict) -> dict:
 
     info = split_info(p["data"], "test")
     cfg = config.preset(p["preset"], input_size=p["input_size"])
+    # stage 2 as the preset's cascade builds it, where it has one (a joint-conditioned network, its sigma)
+    later = f"{p['preset']}-stage2"
+    stage2 = config.preset(later, input_size=p["input_size"]) if later in config.PRESETS else cfg
     keras.utils.set_random_seed(0)
     t0 = time.perf_counter()
-    models = [model_lib.build(cfg.model, info.num_joints) for _ in range(1 if p["name"] == "stage1" else 2)]
-    stages = [links.Stage(i + 1, None, cfg.sigma) for i in range(len(models))]  # models given: no checkpoints
+    configs = [cfg.replace(joint_input=False)] + ([] if p["name"] == "stage1" else [stage2])
+    models = [model_lib.build(c.model, info.num_joints) for c in configs]
+    stages = [links.Stage(i + 1, None, c.sigma) for i, c in enumerate(configs)]  # models given: no checkpoints
     table = joint_crops.RecordTable(info) if len(models) > 1 else None
     setup_s = time.perf_counter() - t0
 
