@@ -171,9 +171,12 @@ def test_ctrl_c_during_generation_is_one_line_and_exit_130(tmp_path):
     out = tmp_path / "o"
     (tmp_path / "o").mkdir()
     (out / "notes.txt").write_text("keep me")
+    # Ctrl-C as a terminal delivers it, whatever this process inherited: a job started in the background
+    # by a non-interactive shell ignores SIGINT, and Python keeps an ignored SIGINT ignored
     proc = subprocess.Popen([sys.executable, "-m", "deeppose_fast.cli", "prepare", "synthetic", "--size", "800",
                              "--workers", "2", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not list(out.rglob("*.jpg")) and proc.poll() is None and time.monotonic() < deadline:
