@@ -187,16 +187,15 @@ def initialise_from_previous(cfg: TrainConfig, previous: checkpoint.Checkpoint, 
     if previous.model_spec == cfg.model:
         checkpoint.assign(previous, "model", model.variables)
         return []
-    source = {layer.name: layer for layer in checkpoint.build_model(previous).layers}
+    saved = dict(previous.arrays["model"])  # the checkpoint names each value by its variable's path
     fresh = []
     for layer in model.layers:
-        if not layer.weights:
-            continue
-        theirs = source.get(layer.name)
-        if theirs is None or [tuple(w.shape) for w in theirs.weights] != [tuple(w.shape) for w in layer.weights]:
+        values = [saved.get(w.path) for w in layer.weights]
+        if any(v is None or v.shape != tuple(w.shape) for v, w in zip(values, layer.weights)):
             fresh.append(layer.name)
-        else:
-            layer.set_weights(theirs.get_weights())
+            continue
+        for v, w in zip(values, layer.weights):
+            w.assign(v.astype(np.dtype(w.dtype)))
     return fresh
 
 
