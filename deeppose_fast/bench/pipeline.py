@@ -135,9 +135,7 @@ def _joint_step(loader: str, p: dict, common: dict):
     from deeppose_fast.pipeline import joint_crops
 
     table = joint_crops.RecordTable(split_info(p["data"], "train"))
-    k = table.pose.shape[1]
-    law = statistics.DisplacementStats(mean=np.zeros((k, 2)), cov=np.tile(np.eye(2) * JOINT_LAW_STD ** 2, (k, 1, 1)),
-                                       count=np.full(k, 2), skeleton=table.info.skeleton)
+    law = statistics.DisplacementStats.isotropic(table.info.skeleton, JOINT_LAW_STD ** 2)
     it = joint_crops.stage_train_batches(None, law, sigma=JOINT_SIGMA, batch_size=common["batch_size"],
                                          input_size=common["input_size"], flip=common["augment"].flip,
                                          seed=common["seed"], table=table, num_threads=common["num_threads"],

@@ -133,6 +133,14 @@ class DisplacementStats:
                              f"2x2 matrix: {c[j].tolist()}")
         object.__setattr__(self, "source", _plain(self.source))
 
+    @classmethod
+    def isotropic(cls, skeleton: str, variance: float, count: int = 2) -> "DisplacementStats":
+        """A law with no bias and the same round spread for every joint (``variance`` torso diameters
+        squared per axis): for benchmarks and checks that need simulated estimates but no fitted stage."""
+        k = skeleton_lib.get(skeleton).num_joints
+        return cls(mean=np.zeros((k, 2)), cov=np.tile(np.eye(2) * variance, (k, 1, 1)), count=np.full(k, count),
+                   skeleton=skeleton)
+
     __hash__ = None
 
     def __eq__(self, other):

@@ -441,9 +441,7 @@ def joint_crop_parity(dot_dir: str | Path, other: str = "gpu") -> ParityResult:
     from deeppose_fast.cascade.statistics import DisplacementStats
     from deeppose_fast.pipeline import joint_crops
 
-    k = LSP.num_joints
-    stats = DisplacementStats(mean=np.zeros((k, 2)), cov=np.tile(np.eye(2) * 0.01, (k, 1, 1)),
-                              count=np.full(k, 2), skeleton=LSP.name)
+    stats = DisplacementStats.isotropic(LSP.name, 0.01)
     table = joint_crops.RecordTable(contract.split_info(dot_dir, "train"))
     kw = dict(sigma=1.5, batch_size=16, input_size=227, seed=3, table=table, extras=True, normalize=False)
     cpu = next(joint_crops.stage_train_batches(None, stats, device="cpu", **kw))

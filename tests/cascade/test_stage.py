@@ -381,9 +381,8 @@ def test_the_min_extension_named_for_stage_crops_stores_them_at_full_resolution(
     from deeppose_fast.pipeline.contract import split_info
     from deeppose_fast.skeleton import MPII
 
-    k, size, sigma = MPII.num_joints, 67, 1.5
-    stats = statistics.DisplacementStats(mean=np.zeros((k, 2)), cov=np.tile(np.eye(2) * 0.01, (k, 1, 1)),
-                                         count=np.full(k, 2), skeleton="mpii")
+    size, sigma = 67, 1.5
+    stats = statistics.DisplacementStats.isotropic("mpii", 0.01)
 
     def prepared(name, rule):
         with warnings.catch_warnings():

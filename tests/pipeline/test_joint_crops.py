@@ -27,9 +27,8 @@ def table(dot_dir):
     return joint_crops.RecordTable(split_info(dot_dir, "train"))
 
 
-def _stats(mean=0.0, var=0.01):
-    return statistics.DisplacementStats(mean=np.full((K, 2), mean), cov=np.tile(np.eye(2) * var, (K, 1, 1)),
-                                        count=np.full(K, 10), skeleton="lsp")
+def _stats(var=0.01):
+    return statistics.DisplacementStats.isotropic("lsp", var, count=10)
 
 
 def test_the_table_holds_the_records_in_shard_order(dot_dir, table):
